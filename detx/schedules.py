@@ -1,0 +1,60 @@
+"""Learning-rate schedules and the optimizer, as PaddleDetection configured them.
+
+A schedule is linear warmup followed by piecewise-constant decay (x gamma at each
+milestone). The zoo's schedules are stated for their reference length; when
+`train.steps` differs, milestones and warmup scale with it unless set explicitly.
+"""
+import ml_collections
+import optax
+
+# name: (reference total steps, milestones, warmup steps, warmup start factor)
+# at the zoo's reference global batch (see ../shared/reference/ZOO.md).
+PRESETS = {
+    '1x': (90000, (60000, 80000), 500, 1 / 3),        # batch 16, lr 0.02
+    '1x_b8': (180000, (120000, 160000), 500, 1 / 3),  # batch 8, lr 0.01
+    '2x': (180000, (120000, 160000), 500, 1 / 3),
+    '2x_b8': (360000, (240000, 320000), 500, 1 / 3),
+    's1x': (260000, (200000, 240000), 1000, 0.1),     # the "1.44x" SENet154 rows
+    '270e': (500200, (400000, 450000), 4000, 0.0),    # YOLOv3 COCO, batch 64
+    'yolo_voc': (70000, (55000, 62000), 1000, 0.0),
+    '120e': (28000, (10000, 15000, 20000, 25000), 0, 1.0),  # SSD MobileNet VOC
+}
+
+
+def schedule_config(preset: str) -> ml_collections.ConfigDict:
+  """The `optim.schedule` block of a config, from a preset name."""
+  ref_steps, milestones, warmup, factor = PRESETS[preset]
+  return ml_collections.ConfigDict(dict(
+      preset=preset, ref_steps=ref_steps, ref_milestones=tuple(milestones),
+      ref_warmup=warmup, warmup_factor=factor,
+      milestones=(), warmup_steps=-1, gamma=0.1, lr_values=()))
+
+
+def resolve(sched: ml_collections.ConfigDict, total_steps: int):
+  """Returns (warmup_steps, milestones) for a run of `total_steps`."""
+  ratio = total_steps / sched.ref_steps
+  warmup = sched.warmup_steps if sched.warmup_steps >= 0 else int(round(sched.ref_warmup * ratio))
+  milestones = tuple(sched.milestones) or tuple(int(round(m * ratio)) for m in sched.ref_milestones)
+  return warmup, milestones
+
+
+def learning_rate(base_lr: float, sched: ml_collections.ConfigDict, total_steps: int):
+  """Paddle's LinearWarmup(PiecewiseDecay): an optax schedule of the step."""
+  warmup, milestones = resolve(sched, total_steps)
+  values = tuple(sched.lr_values) or tuple(base_lr * sched.gamma ** i for i in range(len(milestones) + 1))
+  decay = optax.piecewise_constant_schedule(
+      values[0], {m - warmup: values[i + 1] / values[i] for i, m in enumerate(milestones)})
+  if warmup <= 0:
+    return decay
+  ramp = optax.linear_schedule(values[0] * sched.warmup_factor, values[0], warmup)
+  return optax.join_schedules([ramp, decay], [warmup])
+
+
+def optimizer(optim: ml_collections.ConfigDict, total_steps: int, decay_mask):
+  """Momentum SGD with coupled L2 (added to the gradient first, as Paddle's regularizer)."""
+  lr = learning_rate(optim.base_lr, optim.schedule, total_steps)
+  tx = optax.chain(
+      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+      optax.sgd(lr, momentum=optim.momentum or None),
+  )
+  return tx, lr
