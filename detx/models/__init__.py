@@ -1,0 +1,30 @@
+"""Builds a detector from a config. Every model is listed here: no import-time registry."""
+import jax.numpy as jnp
+import ml_collections
+
+from detx.models import yolov3
+
+
+def anchor_scale(config: ml_collections.ConfigDict) -> float:
+  """Factor applied to pixel anchors when data.max_size shrinks the zoo's sizes."""
+  largest = max(list(config.data.train_sizes) + [config.eval.size])
+  if config.data.max_size and config.data.max_size < largest:
+    return config.data.max_size / largest
+  return 1.0
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """Returns (flax module, weight-decay mask function)."""
+  m = config.model
+  dtype = jnp.dtype(m.dtype)
+  if m.name == 'yolov3':
+    s = anchor_scale(config)
+    module = yolov3.YOLOv3(
+        num_classes=m.num_classes,
+        anchors=tuple((w * s, h * s) for w, h in m.anchors),
+        anchor_masks=tuple(tuple(x) for x in m.anchor_masks),
+        depths=tuple(m.depths), width=m.width, ignore_thresh=m.ignore_thresh,
+        label_smooth=m.label_smooth, nms=dict(m.nms), conf_thresh=m.conf_thresh,
+        dtype=dtype)
+    return module, yolov3.weight_decay_mask
+  raise ValueError(f'unknown model.name {m.name!r}; known: yolov3')
