@@ -1,0 +1,133 @@
+"""Greedy non-maximum suppression with static shapes (counts carried as masks)."""
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _overlap_row(box, boxes, legacy: bool):
+  """IoU of one box with boxes [K, 4], following Paddle's NMS `JaccardOverlap`.
+
+  Disjoint boxes give 0; otherwise the intersection is (x2' - x1' + o) * (y2' - y1' + o)
+  with o = 1 when legacy; a box with x2 < x1 or y2 < y1 has area 0. No guard against
+  an empty union: its NaN IoU suppresses, as in Paddle.
+  """
+  off = 1.0 if legacy else 0.0
+  disjoint = ((boxes[:, 0] > box[2]) | (boxes[:, 2] < box[0]) |
+              (boxes[:, 1] > box[3]) | (boxes[:, 3] < box[1]))
+
+  def area(b):
+    w = b[..., 2] - b[..., 0]
+    h = b[..., 3] - b[..., 1]
+    return jnp.where((w < 0) | (h < 0), 0.0, (w + off) * (h + off))
+
+  iw = jnp.minimum(boxes[:, 2], box[2]) - jnp.maximum(boxes[:, 0], box[0]) + off
+  ih = jnp.minimum(boxes[:, 3], box[3]) - jnp.maximum(boxes[:, 1], box[1]) + off
+  inter = iw * ih
+  iou = inter / (area(box) + area(boxes) - inter)
+  return jnp.where(disjoint, 0.0, iou)
+
+
+def _greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
+  """Greedy NMS over candidates already sorted by score (best first).
+
+  A kept candidate suppresses later candidates of the same class whose IoU with it
+  is not <= iou_threshold. Stops once `max_keep` are kept. Returns keep [K] bool.
+  """
+  k = boxes.shape[0]
+  positions = jnp.arange(k)
+
+  def cond(state):
+    i, _, _, count = state
+    return (i < k) & (count < max_keep)
+
+  def body(state):
+    i, alive, keep, count = state
+    take = alive[i]
+    iou = _overlap_row(boxes[i], boxes, legacy)
+    suppress = (~(iou <= iou_threshold) & (classes == classes[i]) & (positions > i) & take)
+    return i + 1, alive & ~suppress, keep.at[i].set(take), count + take.astype(jnp.int32)
+
+  init = (jnp.int32(0), valid, jnp.zeros((k,), bool), jnp.int32(0))
+  _, _, keep, _ = lax.while_loop(cond, body, init)
+  return keep
+
+
+def _first_true(mask, n: int):
+  """Positions of the first n True entries of mask [K] (padded), and their validity."""
+  order = jnp.argsort(~mask, stable=True)[:n]
+  picked = mask[order]
+  if order.shape[0] < n:
+    order = jnp.pad(order, (0, n - order.shape[0]))
+    picked = jnp.pad(picked, (0, n - picked.shape[0]))
+  return order, picked
+
+
+def nms(boxes, scores, iou_threshold: float, max_output: int,
+        score_threshold: float = -jnp.inf, legacy: bool = False):
+  """Single-class greedy NMS on boxes [M, 4] (xyxy) and scores [M].
+
+  Boxes with score > score_threshold are visited by descending score (ties: lower
+  index first); a box is dropped when its IoU with a kept box exceeds iou_threshold.
+  legacy=True uses the +1 pixel width. Returns (indices [max_output] int32,
+  valid [max_output] bool), best first; invalid slots hold index 0.
+  """
+  order = jnp.argsort(-scores, stable=True)
+  sorted_boxes = boxes[order]
+  valid = scores[order] > score_threshold
+  classes = jnp.zeros(scores.shape, jnp.int32)
+  keep = _greedy_keep(sorted_boxes, valid, classes, iou_threshold, legacy, max_output)
+  pos, ok = _first_true(keep, max_output)
+  idx = jnp.where(ok, order[pos], 0).astype(jnp.int32)
+  return idx, ok
+
+
+def _multiclass_nms_single(boxes, scores, score_threshold, nms_top_k, keep_top_k,
+                           nms_threshold, normalized, background_label, max_candidates):
+  m, c = scores.shape
+  flat = scores.reshape(-1)  # index m * C + c
+  if 0 <= background_label < c:
+    flat = jnp.where(jnp.arange(m * c) % c == background_label, -jnp.inf, flat)
+  p = min(max_candidates, m * c)
+  cand_scores, cand_idx = lax.top_k(flat, p)  # equal scores: lower index first
+  cand_cls = (cand_idx % c).astype(jnp.int32)
+  cand_box = boxes[cand_idx // c]
+  valid = cand_scores > score_threshold
+  if nms_top_k > -1:
+    # Candidates are sorted by score, so the rank among earlier same-class
+    # candidates is the rank within the class's above-threshold list.
+    one_hot = (cand_cls[:, None] == jnp.arange(c)[None, :]).astype(jnp.int32)
+    rank = jnp.take_along_axis(jnp.cumsum(one_hot, axis=0), cand_cls[:, None], axis=1)[:, 0] - 1
+    valid = valid & (rank < nms_top_k)
+  k = p if keep_top_k < 0 else keep_top_k
+  keep = _greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, k)
+  pos, ok = _first_true(keep, k)
+  return {
+      'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
+      'scores': jnp.where(ok, cand_scores[pos], 0.0),
+      'classes': jnp.where(ok, cand_cls[pos], 0),
+      'valid': ok,
+  }
+
+
+def multiclass_nms(boxes, scores, score_threshold: float, nms_top_k: int, keep_top_k: int,
+                   nms_threshold: float, normalized: bool = True, background_label: int = -1,
+                   max_candidates: int = 4096):
+  """Paddle's multiclass_nms for boxes [N, M, 4] (shared by classes), scores [N, M, C].
+
+  Per class: scores > score_threshold, the best nms_top_k (-1: all), greedy NMS at
+  nms_threshold (normalized=False: +1 pixel widths in the IoU); then the best
+  keep_top_k (-1: all) over classes; class background_label is skipped.
+
+  Static-shape version: the best `max_candidates` (box, class) pairs are taken first,
+  then one class-aware greedy pass runs over them. It equals Paddle exactly whenever
+  at most max_candidates pairs pass score_threshold (up to the order of exactly
+  tied scores; Paddle's `eta` adaptive threshold is not supported).
+
+  Returns {'boxes' [N, K, 4], 'scores' [N, K], 'classes' [N, K] int32,
+  'valid' [N, K] bool}, K = keep_top_k (min(max_candidates, M * C) when -1), best first,
+  invalid slots zero.
+  """
+  fn = lambda b, s: _multiclass_nms_single(
+      b, s, score_threshold, nms_top_k, keep_top_k, nms_threshold, normalized,
+      background_label, max_candidates)
+  return jax.vmap(fn)(boxes, scores)
