@@ -1,0 +1,64 @@
+"""Shared pytest fixtures.
+
+coco_tiny_dir  the real COCO 2017 subset at ../shared/data/coco_tiny beside the
+               repo (80 train + 80 val images); tests using it skip when absent.
+tmp_cache      a session-wide tfds cache dir (config.data.cache_dir), so each
+               source directory is prepared once per test session.
+shapes_dir     a small generated COCO-format shapes dataset (24 train + 8 val
+               images, 64x64), session-wide and read-only by convention: copy
+               it (shutil.copytree) before modifying it.
+"""
+from pathlib import Path
+
+import pytest
+
+COCO_TINY = Path(__file__).parents[1].parent / 'shared/data/coco_tiny'
+
+
+@pytest.fixture(scope='session')
+def coco_tiny_dir() -> Path:
+  if not (COCO_TINY / 'annotations').is_dir():
+    pytest.skip(f'real test data not found at {COCO_TINY}')
+  return COCO_TINY
+
+
+@pytest.fixture(scope='session')
+def tmp_cache(tmp_path_factory) -> Path:
+  return tmp_path_factory.mktemp('tfds_cache')
+
+
+@pytest.fixture(scope='session')
+def shapes_dir(tmp_path_factory) -> Path:
+  from detx.data import synthetic
+  out = tmp_path_factory.mktemp('shapes') / 'shapes'
+  return synthetic.generate(out, num_train=24, num_val=8, image_size=64,
+                            seed=0)
+
+
+@pytest.fixture
+def data_config(tmp_cache):
+  """make(data_dir, **overrides) -> a ConfigDict with just the data-related
+  keys (config.data / eval / train.batch_size / seed); overrides use dotted
+  keys, e.g. make(d, **{'data.max_size': 128})."""
+  import ml_collections
+
+  def make(data_dir, **overrides):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = dict(
+        name='coco', dir=str(data_dir), train_split='train', train_limit=0,
+        max_size=0, max_boxes=50, num_workers=0,
+        train_sizes=[320, 352, 384, 416, 448, 480, 512, 544, 576, 608],
+        mixup_epochs=250, augment=True, cache_dir=str(tmp_cache),
+        shuffle=True, bad_boxes='error')
+    c.eval = dict(split='val', limit=0, size=608, batch_size=8)
+    c.train = dict(batch_size=8)
+    for key, value in overrides.items():
+      node = c
+      *path, last = key.split('.')
+      for p in path:
+        node = node[p]
+      node[last] = value
+    return c
+
+  return make
