@@ -47,7 +47,8 @@ def scale_sizes(sizes: Sequence[int] | int, max_size: int) -> list[int]:
   """Caps a list of square sizes at `max_size` (0 = unchanged).
 
   All sizes scale by max_size / max(sizes) (only ever down), are rounded to
-  multiples of 32 (at least 64) and deduplicated, keeping ascending order.
+  the nearest multiple of 32 (at least 64, at most max_size rounded down to a
+  multiple of 32 when that is >= 64) and deduplicated, ascending.
   """
   if isinstance(sizes, (int, np.integer)):
     sizes = [int(sizes)]
@@ -57,8 +58,9 @@ def scale_sizes(sizes: Sequence[int] | int, max_size: int) -> list[int]:
   if not max_size or max_size >= max(sizes):
     return sizes
   f = max_size / max(sizes)
-  out = sorted({max(64, int(round(s * f / 32)) * 32) for s in sizes})
-  return out
+  top = max(64, max_size // 32 * 32)
+  return sorted({min(top, max(64, int(math.floor(s * f / 32 + 0.5)) * 32))
+                 for s in sizes})
 
 
 # ----------------------------------------------------------------------------
