@@ -252,8 +252,9 @@ def flip(image: np.ndarray, boxes: np.ndarray):
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
   """uint8 RGB -> float32 (x/255 - ImageNet mean) / std."""
-  return ((image.astype(np.float32) * (1 / 255.0) - MEAN) / STD
-          ).astype(np.float32)
+  out = np.subtract(image, MEAN * 255, dtype=np.float32)
+  out *= 1 / (STD * 255)
+  return out
 
 
 def normalize_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
