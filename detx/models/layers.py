@@ -40,6 +40,7 @@ class ConvBN(nn.Module):
                 padding=((p, p), (p, p)), feature_group_count=self.groups,
                 use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     use_fast_variance=False,
                      dtype=jnp.float32, name='bn')(x)
     act = ACTIVATIONS[self.act]
     x = x if act is None else act(x)
@@ -49,3 +50,70 @@ class ConvBN(nn.Module):
 def upsample_nearest(x, factor: int = 2):
   """Nearest 2x upsampling of NHWC maps (Paddle's align_corners resize gives the same)."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+# Normalisation layers of Paddle's backbones (appended; ConvBN above is unchanged).
+import jax  # noqa: E402  (kept with the code that uses it)
+
+
+class AffineChannel(nn.Module):
+  """Paddle's affine_channel: y = x * scale + bias per channel (a BN folded into two vectors).
+
+  Parameters are `scale` and `bias` (the names of Flax's BatchNorm, so the weight rules
+  treat both alike; Paddle calls them `<prefix>_scale` / `<prefix>_offset`). With
+  `frozen=True` (Paddle's freeze_norm, the zoo default) both get stop_gradient.
+  """
+  frozen: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    if self.frozen:
+      scale, bias = jax.lax.stop_gradient(scale), jax.lax.stop_gradient(bias)
+    y = x.astype(jnp.float32) * scale + bias
+    return y.astype(self.dtype)
+
+
+class FrozenBatchNorm(nn.Module):
+  """BatchNorm with Paddle's use_global_stats + freeze_norm: running statistics always,
+  scale/bias under stop_gradient. Same variables as nn.BatchNorm (params scale/bias,
+  batch_stats mean/var), so checkpoints move freely between the two."""
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = jax.lax.stop_gradient(self.param('scale', nn.initializers.ones, (c,), jnp.float32))
+    bias = jax.lax.stop_gradient(self.param('bias', nn.initializers.zeros, (c,), jnp.float32))
+    mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32)).value
+    var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32)).value
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    y = x.astype(jnp.float32) * mul + (bias - mean * mul)
+    return y.astype(self.dtype)
+
+
+NORMS = ('affine', 'bn', 'sync_bn')
+
+
+def norm_layer(norm: str, frozen: bool, train: bool, name: str, dtype: Dtype = jnp.float32):
+  """The norm switch of Paddle's backbones, called inside a compact method:
+  `norm_layer('bn', frozen, train, name='bn2a_branch2a')(x)`.
+
+  'affine' -> AffineChannel (frozen: stop_gradient on scale/bias);
+  'bn' / 'sync_bn' -> FrozenBatchNorm when frozen (running stats), else a training
+  nn.BatchNorm (momentum 0.9, eps 1e-5). sync_bn equals bn here: statistics are taken
+  over the whole batch the jitted step sees, i.e. across a sharded batch.
+  """
+  if norm == 'affine':
+    return AffineChannel(frozen=frozen, dtype=dtype, name=name)
+  if norm in ('bn', 'sync_bn'):
+    if frozen:
+      return FrozenBatchNorm(dtype=dtype, name=name)
+    bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=jnp.float32, name=name)
+    return lambda x: bn(x).astype(dtype)
+  raise ValueError(f'unknown norm {norm!r}; expected one of {NORMS}')
