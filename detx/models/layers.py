@@ -113,6 +113,6 @@ def norm_layer(norm: str, frozen: bool, train: bool, name: str, dtype: Dtype = j
     if frozen:
       return FrozenBatchNorm(dtype=dtype, name=name)
     bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=jnp.float32, name=name)
+                      use_fast_variance=False, dtype=jnp.float32, name=name)
     return lambda x: bn(x).astype(dtype)
   raise ValueError(f'unknown norm {norm!r}; expected one of {NORMS}')
