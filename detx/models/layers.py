@@ -40,6 +40,7 @@ class ConvBN(nn.Module):
                 padding=((p, p), (p, p)), feature_group_count=self.groups,
                 use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     use_fast_variance=False,
                      dtype=jnp.float32, name='bn')(x)
     act = ACTIVATIONS[self.act]
     x = x if act is None else act(x)

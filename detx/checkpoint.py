@@ -1,0 +1,49 @@
+"""Orbax checkpoints in WORKDIR/checkpoints/<step>/; saves are atomic, so a crash
+mid-save never leaves a step directory that a resume would pick up."""
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+
+  def __init__(self, workdir, keep: int = 3):
+    self.directory = Path(workdir).resolve() / 'checkpoints'
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, force: bool = False):
+    if self.manager.latest_step() == step:
+      return
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def restore(self, state, step=None):
+    """Restores into the structure, shapes and shardings of `state`."""
+    step = self.latest_step() if step is None else step
+    return self.manager.restore(step, args=ocp.args.StandardRestore(state))
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def restore_variables(path, target):
+  """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir."""
+  path = Path(path).resolve()
+  if (path / 'checkpoints').is_dir():
+    path = path / 'checkpoints'
+  if path.name == 'checkpoints' or not any(p.name == 'default' for p in path.iterdir()):
+    mgr = ocp.CheckpointManager(path)
+    step = mgr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint under {path}')
+    return mgr.restore(step, args=ocp.args.StandardRestore(target))
+  mgr = ocp.CheckpointManager(path.parent)
+  return mgr.restore(int(path.name), args=ocp.args.StandardRestore(target))

@@ -1,0 +1,246 @@
+"""Train state, the jitted train and eval steps, the loop, checkpoint and resume."""
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from detx import checkpoint, metrics, schedules, sharding
+from detx.data import loader
+from detx.evaluate import CocoEvaluator
+from detx.models import build_model
+
+TRAIN_KEYS = ('image', 'boxes', 'classes', 'scores', 'box_mask')
+EVAL_KEYS = ('image', 'orig_size')
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  bad_steps: jax.Array      # consecutive non-finite steps (skipped)
+  skipped_steps: jax.Array  # all skipped steps
+
+  def variables(self):
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  def as_dict(self):
+    return flax.serialization.to_state_dict(self)
+
+
+def _dummy_batch(config, size: int, batch: int = 1) -> dict:
+  n = config.data.max_boxes
+  return {
+      'image': jnp.zeros((batch, size, size, 3), jnp.float32),
+      'boxes': jnp.zeros((batch, n, 4), jnp.float32),
+      'classes': jnp.zeros((batch, n), jnp.int32),
+      'scores': jnp.zeros((batch, n), jnp.float32),
+      'box_mask': jnp.zeros((batch, n), bool),
+      'orig_size': jnp.full((batch, 2), size, jnp.int32),
+  }
+
+
+def make_optimizer(config, decay_mask_fn):
+  """Coupled L2 + momentum; the lr is applied in the step from the step counter."""
+  lr_fn = schedules.learning_rate(config.optim.base_lr, config.optim.schedule, config.train.steps)
+  tx = optax.chain(
+      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask_fn),
+      optax.trace(decay=config.optim.momentum) if config.optim.momentum else optax.identity())
+  return tx, lr_fn
+
+
+def init_state(config, module, tx, mesh) -> TrainState:
+  rng = jax.random.key(config.seed)
+  size = loader.eval_size(config)
+
+  def init(rng):
+    variables = module.init(rng, _dummy_batch(config, size), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(params), bad_steps=jnp.zeros((), jnp.int32),
+                      skipped_steps=jnp.zeros((), jnp.int32))
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+def make_train_step(module, tx, lr_fn, mesh):
+  def step_fn(state: TrainState, batch):
+    def loss_fn(params):
+      losses, updates = module.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
+          mutable=['batch_stats'])
+      return losses['loss'], (losses, updates['batch_stats'])
+
+    (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    lr = lr_fn(state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    out = {f'train/{k}': v for k, v in losses.items()}
+    out.update({'train/lr': lr, 'train/grad_norm': grad_norm,
+                'train/skipped_steps': new_state.skipped_steps,
+                'train/bad_steps': new_state.bad_steps})
+    return new_state, out
+
+  repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(step_fn, in_shardings=(repl, data), out_shardings=(repl, repl),
+                 donate_argnums=0)
+
+
+def make_eval_step(module, mesh):
+  def eval_fn(variables, batch):
+    return module.apply(variables, batch, train=False)
+  repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(eval_fn, in_shardings=(repl, data), out_shardings=data)
+
+
+def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
+             step=0) -> dict:
+  """COCO box AP of `variables` on eval.split (the first eval.limit images)."""
+  dataset = dataset or loader.build(config, config.eval.split)
+  eval_step = eval_step or make_eval_step(module, mesh)
+  n_dev = mesh.devices.size
+  batch_size = -(-config.eval.batch_size // n_dev) * n_dev
+  evaluator = CocoEvaluator(dataset.annotation_file, dataset.category_ids,
+                            image_ids=dataset.image_ids)
+  t0, seen = time.time(), 0
+  for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
+    dets = eval_step(variables, sharding.shard_batch({k: batch[k] for k in EVAL_KEYS}, mesh))
+    dets = jax.device_get(dets)
+    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'],
+                  dets['valid'] & batch['valid'][:, None])
+    seen += int(batch['valid'].sum())
+  results = evaluator.evaluate()
+  results['eval/images'] = seen
+  results['eval/img_per_s'] = seen / max(time.time() - t0, 1e-9)
+  results.update(metrics.compile_counts())
+  if writer is not None:
+    writer.write(step, results)
+  return results
+
+
+class _StopFlag:
+  """SIGTERM/SIGINT ask the loop to checkpoint and exit at the next step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. some notebook runners)
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    print(f'detx: signal {signum} received; saving a checkpoint at the next step', flush=True)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def write_config(config, workdir):
+  Path(workdir).mkdir(parents=True, exist_ok=True)
+  (Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       do_eval: bool = True) -> dict:
+  """Trains to train.steps (or train.stop_at), resuming from WORKDIR; returns the last eval."""
+  metrics.install_compile_counter()
+  write_config(config, workdir)
+  mesh = sharding.make_mesh()
+  module, decay_mask_fn = build_model(config)
+  tx, lr_fn = make_optimizer(config, decay_mask_fn)
+  dataset = loader.build(config, config.data.train_split)
+  (Path(workdir) / 'categories.json').write_text(json.dumps(
+      [{'id': int(i), 'name': n} for i, n in zip(dataset.category_ids, dataset.category_names)]))
+  state = init_state(config, module, tx, mesh)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
+    print(f'detx: resumed from {ckpt.directory}/{ckpt.latest_step()}', flush=True)
+  start = int(jax.device_get(state.step))
+  end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
+  writer = metrics.MetricWriter(workdir)
+  train_step = make_train_step(module, tx, lr_fn, mesh)
+  eval_step = make_eval_step(module, mesh) if do_eval else None
+  batch_iter = loader.train_iterator(config, dataset, start_step=start)
+  result, t_log, step = {}, time.time(), start
+  with _StopFlag() as stop:
+    for step in range(start + 1, end + 1):
+      batch = next(batch_iter)
+      state, m = train_step(state, sharding.shard_batch({k: batch[k] for k in TRAIN_KEYS}, mesh))
+      last = step == end or stop.requested
+      if step % config.train.log_every == 0 or last:
+        m = jax.device_get(m)
+        dt = time.time() - t_log
+        n_steps = config.train.log_every if step % config.train.log_every == 0 else max(1, step - start)
+        ips = n_steps * config.train.batch_size / max(dt, 1e-9)
+        m.update(metrics.compile_counts())
+        m['train/img_per_s'] = ips
+        writer.write(step, m)
+        eta = (end - step) * config.train.batch_size / max(ips, 1e-9)
+        print(f'step {step}/{end} loss {m["train/loss"]:.4f} lr {m["train/lr"]:.2e} '
+              f'{ips:.1f} img/s eta {eta / 60:.1f} min', flush=True)
+        if int(m['train/bad_steps']) >= config.train.max_bad_steps:
+          ckpt.close()
+          raise FloatingPointError(
+              f'{int(m["train/bad_steps"])} consecutive non-finite steps at step {step}; '
+              f'the last good checkpoint is in {ckpt.directory}')
+        t_log = time.time()
+      if step % config.train.checkpoint_every == 0 or last:
+        ckpt.save(step, state.as_dict())
+      if do_eval and config.eval.every and step % config.eval.every == 0 and step != end:
+        result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
+      if stop.requested:
+        break
+  ckpt.close()
+  if do_eval and (step == config.train.steps or not result) and not stop.requested:
+    result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
+    print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
+                                      if k.startswith(('bbox/AP', 'segm/AP'))}), flush=True)
+  writer.close()
+  return result
+
+
+def evaluate_checkpoint(config, workdir) -> dict:
+  """Evaluates the latest checkpoint in WORKDIR."""
+  metrics.install_compile_counter()
+  mesh = sharding.make_mesh()
+  module, decay_mask_fn = build_model(config)
+  tx, _ = make_optimizer(config, decay_mask_fn)
+  state = init_state(config, module, tx, mesh)
+  ckpt = checkpoint.Checkpointer(workdir)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory} to evaluate')
+  state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
+  ckpt.close()
+  writer = metrics.MetricWriter(workdir)
+  result = evaluate(config, module, state.variables(), mesh, writer=writer,
+                    step=int(jax.device_get(state.step)))
+  writer.close()
+  return result
