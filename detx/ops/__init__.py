@@ -3,6 +3,10 @@ from detx.ops.boxes import (box_area, box_iou, clip_boxes, cxcywh_to_xyxy, decod
                             encode_boxes, xyxy_to_cxcywh)
 from detx.ops.nms import multiclass_nms, nms
 from detx.ops.yolo import yolo_box, yolo_loss
+from detx.ops.anchors import anchor_generator, retinanet_anchor_sizes, retinanet_anchors
+from detx.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
+from detx.ops.proposals import collect_fpn_proposals, generate_fpn_proposals, generate_proposals
+from detx.ops.sampling import expand_box_targets, rpn_target_assign, sample_rois
 
 __all__ = [
     'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes',
