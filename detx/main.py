@@ -8,7 +8,7 @@ Training resumes from the latest checkpoint in --workdir.
 """
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
@@ -23,6 +23,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   config = _CONFIG.value
+  logging.set_verbosity(logging.WARNING)  # orbax/tfds info lines; detx prints its own progress
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
   from detx import distributed
   distributed.initialize()

@@ -11,4 +11,8 @@ from detx.ops.sampling import expand_box_targets, rpn_target_assign, sample_rois
 __all__ = [
     'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes',
     'encode_boxes', 'decode_boxes', 'nms', 'multiclass_nms', 'yolo_box', 'yolo_loss',
+    'anchor_generator', 'retinanet_anchor_sizes', 'retinanet_anchors',
+    'roi_align', 'multilevel_roi_align', 'fpn_levels',
+    'generate_proposals', 'generate_fpn_proposals', 'collect_fpn_proposals',
+    'rpn_target_assign', 'sample_rois', 'expand_box_targets',
 ]
