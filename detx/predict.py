@@ -61,8 +61,8 @@ def run(config, checkpoint_path, input_path, output_dir, draw_threshold: float =
   output_dir = Path(output_dir).expanduser()
   output_dir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh()
-  module, mask_fn = build_model(config)
-  tx, _ = train.make_optimizer(config, mask_fn)
+  module, rules = build_model(config)
+  tx, _ = train.make_optimizer(config, rules)
   state = train.init_state(config, module, tx, mesh)
   import flax
   state = flax.serialization.from_state_dict(
@@ -80,7 +80,7 @@ def run(config, checkpoint_path, input_path, output_dir, draw_threshold: float =
     example = {'image': image, 'image_id': i, 'boxes': np.zeros((0, 4), np.float32),
                'labels': np.zeros((0,), np.int32), 'is_crowd': np.zeros((0,), bool)}
     elem = transforms.yolo_eval(example, size, config.data.max_boxes)
-    batch = {k: np.stack([elem[k]] * n_dev) for k in train.EVAL_KEYS}
+    batch = {k: np.stack([v] * n_dev) for k, v in train.model_inputs(module, elem, False).items()}
     dets = jax.device_get(eval_step(state.variables(), sharding.shard_batch(batch, mesh)))
     keep = dets['valid'][0]
     boxes, scores, classes = dets['boxes'][0][keep], dets['scores'][0][keep], dets['classes'][0][keep]

@@ -17,8 +17,11 @@ from detx.data import loader
 from detx.evaluate import CocoEvaluator
 from detx.models import build_model
 
-TRAIN_KEYS = ('image', 'boxes', 'classes', 'scores', 'box_mask')
-EVAL_KEYS = ('image', 'orig_size')
+
+
+def model_inputs(module, batch: dict, train: bool) -> dict:
+  """The batch fields a model's jitted step reads (its TRAIN_KEYS / EVAL_KEYS)."""
+  return {k: batch[k] for k in (module.TRAIN_KEYS if train else module.EVAL_KEYS)}
 
 
 @flax.struct.dataclass
@@ -49,13 +52,25 @@ def _dummy_batch(config, size: int, batch: int = 1) -> dict:
   }
 
 
-def make_optimizer(config, decay_mask_fn):
-  """Coupled L2 + momentum; the lr is applied in the step from the step counter."""
+def make_optimizer(config, rules):
+  """Coupled L2 + momentum, then the per-parameter lr multipliers of `rules`
+  (a models.ParamRules); the scheduled lr is applied in the step."""
   lr_fn = schedules.learning_rate(config.optim.base_lr, config.optim.schedule, config.train.steps)
-  tx = optax.chain(
-      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask_fn),
-      optax.trace(decay=config.optim.momentum) if config.optim.momentum else optax.identity())
-  return tx, lr_fn
+  parts = [optax.add_decayed_weights(config.optim.weight_decay, mask=rules.decay_mask)]
+  if config.optim.momentum:
+    parts.append(optax.trace(decay=config.optim.momentum))
+  if rules.lr_mult is not None:
+    parts.append(_scale_by_tree(rules.lr_mult))
+  return optax.chain(*parts), lr_fn
+
+
+def _scale_by_tree(mult_fn):
+  def init(params):
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    return jax.tree.map(lambda u, m: u * m, updates, mult_fn(updates)), state
+  return optax.GradientTransformation(init, update)
 
 
 def init_state(config, module, tx, mesh) -> TrainState:
@@ -73,12 +88,16 @@ def init_state(config, module, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
 
-def make_train_step(module, tx, lr_fn, mesh):
+def make_train_step(module, tx, lr_fn, mesh, seed: int = 0):
+  """The jitted step. Models that sample (R-CNN targets) get the PRNG stream
+  'sample', a pure function of (seed, step), so resumed runs draw the same samples."""
   def step_fn(state: TrainState, batch):
+    key = jax.random.fold_in(jax.random.key(seed), state.step)
+
     def loss_fn(params):
       losses, updates = module.apply(
           {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
-          mutable=['batch_stats'])
+          mutable=['batch_stats'], rngs={'sample': key})
       return losses['loss'], (losses, updates['batch_stats'])
 
     (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -120,14 +139,22 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
   eval_step = eval_step or make_eval_step(module, mesh)
   n_dev = mesh.devices.size
   batch_size = -(-config.eval.batch_size // n_dev) * n_dev
+  has_masks = getattr(module, 'HAS_MASKS', False)
   evaluator = CocoEvaluator(dataset.annotation_file, dataset.category_ids,
-                            image_ids=dataset.image_ids)
+                            image_ids=dataset.image_ids,
+                            iou_types=('bbox', 'segm') if has_masks else ('bbox',))
   t0, seen = time.time(), 0
   for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
-    dets = eval_step(variables, sharding.shard_batch({k: batch[k] for k in EVAL_KEYS}, mesh))
+    dets = eval_step(variables, sharding.shard_batch(model_inputs(module, batch, False), mesh))
     dets = jax.device_get(dets)
-    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'],
-                  dets['valid'] & batch['valid'][:, None])
+    valid = dets['valid'] & batch['valid'][:, None]
+    masks = None
+    if has_masks:  # mask probabilities [B, K, M, M] -> RLEs pasted into the original image
+      from detx.ops.masks import paste_masks
+      masks = [paste_masks(dets['masks'][b], dets['boxes'][b], valid[b], batch['orig_size'][b])
+               for b in range(len(valid))]
+    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
+                  masks=masks)
     seen += int(batch['valid'].sum())
   results = evaluator.evaluate()
   results['eval/images'] = seen
@@ -173,8 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   metrics.install_compile_counter()
   write_config(config, workdir)
   mesh = sharding.make_mesh()
-  module, decay_mask_fn = build_model(config)
-  tx, lr_fn = make_optimizer(config, decay_mask_fn)
+  module, rules = build_model(config)
+  tx, lr_fn = make_optimizer(config, rules)
   dataset = loader.build(config, config.data.train_split)
   (Path(workdir) / 'categories.json').write_text(json.dumps(
       [{'id': int(i), 'name': n} for i, n in zip(dataset.category_ids, dataset.category_names)]))
@@ -186,14 +213,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start = int(jax.device_get(state.step))
   end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
   writer = metrics.MetricWriter(workdir)
-  train_step = make_train_step(module, tx, lr_fn, mesh)
+  train_step = make_train_step(module, tx, lr_fn, mesh, config.seed)
   eval_step = make_eval_step(module, mesh) if do_eval else None
   batch_iter = loader.train_iterator(config, dataset, start_step=start)
   result, t_log, step = {}, time.time(), start
   with _StopFlag() as stop:
     for step in range(start + 1, end + 1):
       batch = next(batch_iter)
-      state, m = train_step(state, sharding.shard_batch({k: batch[k] for k in TRAIN_KEYS}, mesh))
+      state, m = train_step(state, sharding.shard_batch(model_inputs(module, batch, True), mesh))
       last = step == end or stop.requested
       if step % config.train.log_every == 0 or last:
         m = jax.device_get(m)
@@ -231,8 +258,8 @@ def evaluate_checkpoint(config, workdir) -> dict:
   """Evaluates the latest checkpoint in WORKDIR."""
   metrics.install_compile_counter()
   mesh = sharding.make_mesh()
-  module, decay_mask_fn = build_model(config)
-  tx, _ = make_optimizer(config, decay_mask_fn)
+  module, rules = build_model(config)
+  tx, _ = make_optimizer(config, rules)
   state = init_state(config, module, tx, mesh)
   ckpt = checkpoint.Checkpointer(workdir)
   if ckpt.latest_step() is None:

@@ -78,8 +78,8 @@ def bench_model(name, peak, repeats, sizes_override=None):
   if sizes_override:
     train_sizes = infer_sizes = sizes_override
   mesh = sharding.make_mesh()
-  module, mask_fn = build_model(config)
-  tx, lr_fn = train.make_optimizer(config, mask_fn)
+  module, rules = build_model(config)
+  tx, lr_fn = train.make_optimizer(config, rules)
   state = train.init_state(config, module, tx, mesh)
   train_step = train.make_train_step(module, tx, lr_fn, mesh)
   eval_step = train.make_eval_step(module, mesh)
@@ -89,7 +89,7 @@ def bench_model(name, peak, repeats, sizes_override=None):
     for size in sizes:
       batch = sharding.shard_batch(_batch(config, size, bs, rng), mesh)
       if mode == 'train':
-        b = {k: batch[k] for k in train.TRAIN_KEYS}
+        b = train.model_inputs(module, batch, True)
         compiled, compile_s, flops = _compile(train_step, state, b)
         st = jax.tree.map(jnp.copy, state)
         out = compiled(st, b)  # warm-up (donates st)
@@ -101,7 +101,7 @@ def bench_model(name, peak, repeats, sizes_override=None):
         jax.block_until_ready(m)
         sec = (time.perf_counter() - t0) / repeats
       else:
-        b = {k: batch[k] for k in train.EVAL_KEYS}
+        b = train.model_inputs(module, batch, False)
         compiled, compile_s, flops = _compile(eval_step, state.variables(), b)
         sec = _time(compiled, state.variables(), b, repeats=repeats)
       gflops = flops / sec / 1e9

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _final_params(config, workdir):
   mesh = sharding.make_mesh()
-  module, mask_fn = build_model(config)
-  tx, _ = train.make_optimizer(config, mask_fn)
+  module, rules = build_model(config)
+  tx, _ = train.make_optimizer(config, rules)
   state = train.init_state(config, module, tx, mesh)
   restored = checkpoint.restore_variables(workdir, state.as_dict())
   return flat_params(restored['params']), int(restored['step'])
@@ -54,8 +54,8 @@ def test_no_new_compiles_after_warmup(tmp_path):
   assert train_rows[-1]['jit/compiles'] == train_rows[sizes_seen_by]['jit/compiles']
   # Evaluation: after the first pass, a second pass over the split compiles nothing.
   mesh = sharding.make_mesh()
-  module, mask_fn = build_model(c)
-  tx, _ = train.make_optimizer(c, mask_fn)
+  module, rules = build_model(c)
+  tx, _ = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
   eval_step = train.make_eval_step(module, mesh)
   train.evaluate(c, module, state.variables(), mesh, eval_step)
@@ -74,8 +74,8 @@ from pathlib import Path
 c = tiny_config(Path({tmp!r}), steps=2)
 c.train.batch_size = 4
 mesh = sharding.make_mesh()
-module, mask_fn = build_model(c)
-tx, lr_fn = train.make_optimizer(c, mask_fn)
+module, rules = build_model(c)
+tx, lr_fn = train.make_optimizer(c, rules)
 state = train.init_state(c, module, tx, mesh)
 init = flat_params(state.params)
 step = train.make_train_step(module, tx, lr_fn, mesh)
@@ -85,7 +85,7 @@ it = loader.train_iterator(c, ds)
 losses = []
 for _ in range(2):
   b = next(it)
-  state, m = step(state, sharding.shard_batch({{k: b[k] for k in train.TRAIN_KEYS}}, mesh))
+  state, m = step(state, sharding.shard_batch(train.model_inputs(module, b, True), mesh))
   losses.append(float(m['train/loss']))
 final = flat_params(state.params)
 np.savez({out!r}, losses=np.array(losses), **{{k: final[k] - init[k] for k in final}})

@@ -135,14 +135,14 @@ class TrainExample:
   """Global example position -> one transformed train example."""
 
   def __init__(self, dataset: Dataset, *, seed: int, batch_size: int,
-               sizes, mixup_epochs: int, augment: bool, shuffle: bool,
+               sizes, mixup_epochs: int, augment, shuffle: bool,
                max_boxes: int):
     self.dataset = dataset
     self.seed = int(seed)
     self.batch_size = int(batch_size)
     self.sizes = list(sizes)
     self.mixup_epochs = int(mixup_epochs)
-    self.augment = bool(augment)
+    self.augment = transforms.augment_level(augment)
     self.shuffle = bool(shuffle)
     self.max_boxes = int(max_boxes)
 
@@ -167,7 +167,7 @@ class TrainExample:
     rng = np.random.default_rng([self.seed, position, 13])
     partner = None
     epoch = step * self.batch_size // n
-    if self.augment and epoch < self.mixup_epochs and n > 1:
+    if self.augment != 'none' and epoch < self.mixup_epochs and n > 1:
       j = int(rng.integers(n - 1))
       partner = self.dataset[j + (j >= index)]
     return transforms.yolo_train(

@@ -303,17 +303,33 @@ def _output(example, image, target, max_boxes) -> dict[str, Any]:
   return out
 
 
+AUGMENT_LEVELS = ('none', 'light', 'full')
+
+
+def augment_level(augment) -> str:
+  """config data.augment: True/'full' (the zoo recipe), 'light' (colour + flip,
+  for short schedules), False/'none' (resize + normalise only)."""
+  if augment is True:
+    return 'full'
+  if augment is False:
+    return 'none'
+  if augment not in AUGMENT_LEVELS:
+    raise ValueError(f'data.augment={augment!r}; expected one of {AUGMENT_LEVELS} or a bool')
+  return augment
+
+
 def yolo_train(example: dict, size: int, rng: np.random.Generator,
-               partner: dict | None = None, augment: bool = True,
+               partner: dict | None = None, augment='full',
                max_boxes: int = 50) -> dict[str, Any]:
   """The YOLOv3 train pipeline on one raw example -> one batch element.
 
-  `partner` (another raw example) turns mixup on. `augment=False` only
-  resizes (INTER_CUBIC, as eval) and normalises.
+  `partner` (another raw example) turns mixup on. augment='none' only resizes
+  (INTER_CUBIC, as eval) and normalises; 'light' adds colour distortion and flip.
   """
+  level = augment_level(augment)
   image = example['image']
   target = _target(example)
-  if not augment:
+  if level == 'none':
     target['boxes'] = normalize_boxes(target['boxes'], *image.shape[:2])
     return _output(example, resize(image, size), target, max_boxes)
   if partner is not None:
@@ -322,9 +338,12 @@ def yolo_train(example: dict, size: int, rng: np.random.Generator,
                           factor)
   target['boxes'] = normalize_boxes(target['boxes'], *image.shape[:2])
   image = random_distort(image, rng)
-  image, target = random_expand(image, target, rng)
-  image, target = random_crop(image, target, rng)
-  image = resize(image, size, INTERPS[int(rng.integers(len(INTERPS)))])
+  if level == 'full':
+    image, target = random_expand(image, target, rng)
+    image, target = random_crop(image, target, rng)
+    image = resize(image, size, INTERPS[int(rng.integers(len(INTERPS)))])
+  else:
+    image = resize(image, size)
   if rng.uniform() < 0.5:
     image, target['boxes'] = flip(image, target['boxes'])
   return _output(example, image, target, max_boxes)

@@ -1,4 +1,7 @@
 """Builds a detector from a config. Every model is listed here: no import-time registry."""
+import dataclasses
+from typing import Callable
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -13,8 +16,20 @@ def anchor_scale(config: ml_collections.ConfigDict) -> float:
   return 1.0
 
 
+@dataclasses.dataclass(frozen=True)
+class ParamRules:
+  """How the optimizer treats each parameter, as Paddle's ParamAttr did.
+
+  decay_mask(params) -> bool pytree: which parameters get the global L2.
+  lr_mult(params) -> float pytree or None: per-parameter lr multiplier
+  (2.0 for Detectron-style biases, 0.0 for frozen parameters); None = all 1.
+  """
+  decay_mask: Callable
+  lr_mult: Callable | None = None
+
+
 def build_model(config: ml_collections.ConfigDict):
-  """Returns (flax module, weight-decay mask function)."""
+  """Returns (flax module, ParamRules)."""
   m = config.model
   dtype = jnp.dtype(m.dtype)
   if m.name == 'yolov3':
@@ -26,5 +41,5 @@ def build_model(config: ml_collections.ConfigDict):
         depths=tuple(m.depths), width=m.width, ignore_thresh=m.ignore_thresh,
         label_smooth=m.label_smooth, nms=dict(m.nms), conf_thresh=m.conf_thresh,
         dtype=dtype)
-    return module, yolov3.weight_decay_mask
+    return module, ParamRules(yolov3.weight_decay_mask)
   raise ValueError(f'unknown model.name {m.name!r}; known: yolov3')

@@ -33,6 +33,9 @@ class YOLOv3(nn.Module):
   conf_thresh: float = 0.01
   dtype: Dtype = jnp.float32
 
+  TRAIN_KEYS = ('image', 'boxes', 'classes', 'scores', 'box_mask')
+  EVAL_KEYS = ('image', 'orig_size')
+
   def setup(self):
     self.backbone = DarkNet(self.depths, self.width, dtype=self.dtype)
     self.head = YoloHead(self.num_classes, tuple(len(m) for m in self.anchor_masks),

@@ -38,7 +38,7 @@ def _quick_config():
 
 def test_yolov3_losses_and_detect_shapes():
   c = _quick_config()
-  module, mask_fn = build_model(c)
+  module, rules = build_model(c)
   b, n = 2, c.data.max_boxes
   batch = {
       'image': jnp.zeros((b, 64, 64, 3)),
@@ -55,7 +55,7 @@ def test_yolov3_losses_and_detect_shapes():
   dets = module.apply(variables, batch, train=False)
   k = c.model.nms.keep_top_k
   assert dets['boxes'].shape == (b, k, 4) and dets['valid'].shape == (b, k)
-  mask = mask_fn(variables['params'])
+  mask = rules.decay_mask(variables['params'])
   assert mask['head']['yolo_output.0']['conv']['kernel']
   assert not mask['head']['yolo_output.0']['conv']['bias']
   assert not mask['backbone']['yolo_input']['bn']['scale']
