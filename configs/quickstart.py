@@ -21,7 +21,7 @@ def get_config():
 
   c.data.name = 'synthetic'
   c.data.dir = '~/.cache/detx/shapes_v1'
-  c.data.train_sizes = [96, 128, 160]
+  c.data.train_sizes = (96, 128, 160)
   c.data.mixup_epochs = 0
   c.data.augment = 'light'  # colour + flip: the zoo's crop/expand need longer schedules
   c.data.num_workers = 0

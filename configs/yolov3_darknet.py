@@ -28,7 +28,7 @@ def get_config():
 
   c.data.name = 'coco'
   c.data.max_boxes = 50
-  c.data.train_sizes = list(range(320, 609, 32))
+  c.data.train_sizes = tuple(range(320, 609, 32))
   c.data.mixup_epochs = 250
   c.data.num_workers = 8
   c.eval.size = 608

@@ -20,7 +20,7 @@ def default() -> ml_collections.ConfigDict:
   c.model = dict(name='', num_classes=80, dtype='float32')
   c.data = dict(
       name='coco', dir='', train_split='train', train_limit=0, max_size=0,
-      max_boxes=50, num_workers=2, train_sizes=[608], mixup_epochs=0,
+      max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
       augment='full', cache_dir='', shuffle=True, bad_boxes='error')
   c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0)
   c.train = dict(steps=1000, batch_size=8, stop_at=0, log_every=20,

@@ -7,10 +7,21 @@ tmp_cache      a session-wide tfds cache dir (config.data.cache_dir), so each
 shapes_dir     a small generated COCO-format shapes dataset (24 train + 8 val
                images, 64x64), session-wide and read-only by convention: copy
                it (shutil.copytree) before modifying it.
+
+Every test process (and the subprocesses tests start) shares a persistent JAX
+compilation cache, so the many tests that compile the same tiny models pay for
+each program once. DETX_TEST_JAX_CACHE moves it; set it to '' to turn it off.
 """
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+_cache = os.environ.get('DETX_TEST_JAX_CACHE', str(Path(tempfile.gettempdir()) / 'detx_test_jax_cache'))
+if _cache:
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _cache)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 COCO_TINY = Path(__file__).parents[1].parent / 'shared/data/coco_tiny'
 

@@ -15,7 +15,7 @@ def tiny_config(tmp_path, steps=6, sizes=(64,), **overrides):
   c.model.width = 0.125
   c.data.dir = str(data_dir)
   c.data.cache_dir = str(tmp_path / 'tfds')
-  c.data.train_sizes = list(sizes)
+  c.data.train_sizes = tuple(sizes)
   c.data.max_boxes = 8
   c.eval.size = 64
   c.eval.batch_size = 4
