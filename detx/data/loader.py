@@ -18,11 +18,37 @@ with M = ``config.data.max_boxes``. Training is a pure function of
 record (a per-epoch permutation seeded by (seed, epoch)), the augmentation RNG
 is seeded by (seed, p) and the batch's square size by (seed, step), so
 ``train_iterator(..., start_step=k)`` resumes exactly with no iterator state.
+
+``data.pipeline='rcnn'`` (R-CNN / Mask R-CNN / RetinaNet; Paddle's
+FasterRCNN / MaskRCNN feeds, see transforms.rcnn_example) gives instead::
+
+  image     float32 [B, Hb, Wb, 3]  normalised, resized, zero-padded
+                                    bottom/right into one bucket per batch
+  image_hw  int32   [B, 2]    resized (unpadded) h, w
+  scale     float32 [B]       im_scale (resized = original * scale)
+  boxes     float32 [B, G, 4] absolute legacy xyxy in resized pixels
+  classes   int32   [B, G]    contiguous 0..C-1 (no background offset)
+  is_crowd  bool    [B, G]    crowd GTs (only with data.keep_crowd)
+  box_mask  bool    [B, G]    real boxes, crowd included
+  gt_masks  uint8   [B, G, M, M]  with data.with_masks: each GT's mask in
+                              its own box frame (detx/data/masks.py)
+  orig_size int32   [B, 2];  image_id int64 [B];  valid bool [B]
+
+with G = data.max_boxes (100), M = data.mask_size (112). Pad shapes are
+``bucket_shapes(config)``. Training batches are aspect-grouped: each epoch a
+(seed, epoch) permutation is split into landscape (w >= h) and portrait
+images, each group is chunked into batches (the last chunk of a group is
+filled up from the start of the same group), and the batch order is shuffled
+by (seed, epoch); every batch takes the smallest bucket that holds all its
+images (from the record sizes, no decoding), so a batch is still a pure
+function of (seed, step). Eval batches keep image-id order, each padded to
+the smallest bucket holding its images.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,6 +62,8 @@ from detx.data import transforms
 
 # Stop index of the "infinite" training range (grain datasets are sized).
 _INFINITE = 1 << 62
+_SIZES_FILE = 'detx_image_sizes.npy'
+PIPELINES = ('yolo', 'rcnn')
 
 
 def _get(cfg, key, default):
@@ -90,6 +118,38 @@ class Dataset:
     if not 0 <= i < self.num_images:
       raise IndexError(f'index {i} out of range for {self.num_images} images')
     return coco.to_example(self._src()[i])
+
+  @property
+  def image_sizes(self) -> np.ndarray:
+    """int32 [num_images, 2]: (height, width) of every image, from the
+    records' height/width fields (images are not decoded). Read once per
+    prepared split and cached beside the records (detx_image_sizes.npy)."""
+    if getattr(self, '_sizes', None) is None:
+      self._sizes = self._read_sizes()[:self.num_images]
+    return self._sizes
+
+  def _read_sizes(self) -> np.ndarray:
+    cache = Path(self.cache_path) / _SIZES_FILE
+    src = self._src()
+    total = len(src)
+    try:
+      sizes = np.load(cache)
+      if sizes.shape == (total, 2):
+        return sizes
+    except (OSError, ValueError):
+      pass
+    sizes = np.zeros((total, 2), np.int32)
+    for start in range(0, total, 512):
+      idx = list(range(start, min(total, start + 512)))
+      for i, rec in zip(idx, src.__getitems__(idx)):
+        sizes[i] = int(rec['height']), int(rec['width'])
+    try:
+      tmp = cache.with_suffix(f'.tmp{os.getpid()}.npy')
+      np.save(tmp, sizes)
+      os.replace(tmp, cache)
+    except OSError:  # read-only cache: recompute next time
+      pass
+    return sizes
 
   def __getstate__(self):
     state = dict(self.__dict__)
@@ -230,9 +290,34 @@ def _owned(it) -> Iterator:
       close()
 
 
+def pipeline(config) -> str:
+  """config data.pipeline: 'yolo' (default) or 'rcnn'."""
+  name = _get(config.data, 'pipeline', 'yolo')
+  if name not in PIPELINES:
+    raise ValueError(f'data.pipeline must be one of {PIPELINES}, '
+                     f'got {name!r}')
+  return name
+
+
 def train_iterator(config, dataset: Dataset, start_step: int = 0
                    ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of global train batches from `start_step` on."""
+  if pipeline(config) == 'rcnn':
+    return _rcnn_train_iterator(config, dataset, start_step)
+  return _yolo_train_iterator(config, dataset, start_step)
+
+
+def eval_iterator(config, dataset: Dataset, batch_size: int | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Finite iterator over the split in image-id order; the last batch is
+  padded with valid=False elements."""
+  if pipeline(config) == 'rcnn':
+    return _rcnn_eval_iterator(config, dataset, batch_size)
+  return _yolo_eval_iterator(config, dataset, batch_size)
+
+
+def _yolo_train_iterator(config, dataset: Dataset, start_step: int = 0
+                         ) -> Iterator[dict[str, np.ndarray]]:
   data = config.data
   batch_size = int(config.train.batch_size)
   if dataset.num_images == 0:
@@ -250,13 +335,205 @@ def train_iterator(config, dataset: Dataset, start_step: int = 0
   return _iterate(ds, int(_get(data, 'num_workers', 0)))
 
 
-def eval_iterator(config, dataset: Dataset, batch_size: int | None = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
-  """Finite iterator over the split in image-id order; the last batch is
-  padded with valid=False elements."""
+def _yolo_eval_iterator(config, dataset: Dataset,
+                        batch_size: int | None = None
+                        ) -> Iterator[dict[str, np.ndarray]]:
   batch_size = int(batch_size or config.eval.batch_size)
   fn = EvalExample(dataset, eval_size(config),
                    _get(config.data, 'max_boxes', 50))
+  total = math.ceil(dataset.num_images / batch_size) * batch_size
+  ds = grain.MapDataset.range(total).map(fn).batch(batch_size,
+                                                   batch_fn=_stack)
+  return _iterate(ds, int(_get(config.data, 'num_workers', 0)))
+
+
+# ----------------------------------------------------------------------------
+# R-CNN / RetinaNet pipeline (data.pipeline = 'rcnn').
+
+def _eval_batch_size(config, batch_size=None) -> int:
+  if batch_size:
+    return int(batch_size)
+  return int(_get(config.eval, 'batch_size', 1)) if 'eval' in config else 1
+
+
+def rcnn_settings(config) -> dict[str, Any]:
+  """The R-CNN transform settings of `config` (data.short_side 800,
+  data.long_side 1333, data.max_size, data.max_boxes 100, data.with_masks,
+  data.mask_size 112, data.keep_crowd) as rcnn_example keyword arguments."""
+  data = config.data
+  short, long, _ = transforms.rcnn_sizes(
+      _get(data, 'short_side', 800), _get(data, 'long_side', 1333),
+      int(_get(data, 'max_size', 0)))
+  return dict(short_side=short, long_side=long,
+              max_boxes=int(_get(data, 'max_boxes', 100)),
+              with_masks=bool(_get(data, 'with_masks', False)),
+              mask_size=int(_get(data, 'mask_size', 112)),
+              keep_crowd=bool(_get(data, 'keep_crowd', False)))
+
+
+def bucket_shapes(config, mode: str = 'all',
+                  eval_batch_size: int | None = None) -> list[tuple[int, int]]:
+  """The (h, w) pad shapes R-CNN batches can take, smallest area first.
+
+  data.buckets (list of [h, w]) if set, else landscape (ceil(short),
+  ceil(long)) and portrait (ceil(long), ceil(short)), rounded up to
+  data.pad_multiple (32; RetinaNet 128); data.max_size scales them. Eval
+  with batches of more than one image (eval.batch_size, or
+  `eval_batch_size`) adds the square (ceil(long), ceil(long)) bucket for
+  batches that mix orientations, unless data.buckets is set. mode: 'train',
+  'eval' or 'all' (their union).
+  """
+  data = config.data
+  short, long, factor = transforms.rcnn_sizes(
+      _get(data, 'short_side', 800), _get(data, 'long_side', 1333),
+      int(_get(data, 'max_size', 0)))
+  multiple = int(_get(data, 'pad_multiple', 32))
+  explicit = [tuple(int(v) for v in b) for b in _get(data, 'buckets', [])]
+  if mode not in ('train', 'eval', 'all'):
+    raise ValueError(f"mode must be 'train', 'eval' or 'all', got {mode!r}")
+  square = (mode != 'train'
+            and _eval_batch_size(config, eval_batch_size) > 1)
+  return transforms.rcnn_buckets(short, long, multiple, explicit, factor,
+                                 square=square)
+
+
+def _resized_shapes(dataset: Dataset, settings) -> np.ndarray:
+  sizes = dataset.image_sizes
+  rh, rw = transforms.rcnn_resized_shape(sizes[:, 0], sizes[:, 1],
+                                         settings['short_side'],
+                                         settings['long_side'])
+  return np.stack([rh, rw], 1).reshape(-1, 2)
+
+
+class RcnnTrainExample:
+  """Global example position -> one aspect-grouped R-CNN train example.
+
+  Position p is element j = p % B of batch step = p // B; step is batch k of
+  epoch e = step // K (K batches per epoch, fixed), whose records come from
+  the (seed, e) grouping below. The flip RNG is seeded by (seed, p).
+  """
+
+  def __init__(self, dataset: Dataset, *, seed: int, batch_size: int,
+               augment, shuffle: bool, settings: dict, buckets):
+    self.dataset = dataset
+    self.seed = int(seed)
+    self.batch_size = int(batch_size)
+    self.augment = transforms.augment_level(augment)
+    self.shuffle = bool(shuffle)
+    self.settings = dict(settings)
+    self.buckets = [tuple(b) for b in buckets]
+    sizes = dataset.image_sizes
+    self.resized = _resized_shapes(dataset, self.settings)
+    self.landscape = sizes[:, 1] >= sizes[:, 0]
+    groups = [int(self.landscape.sum()), int((~self.landscape).sum())]
+    self.batches_per_epoch = sum(-(-g // self.batch_size) for g in groups)
+    for flag in (True, False):  # fail here, not in a worker
+      if (self.landscape == flag).any():
+        transforms.pick_bucket(self.resized[self.landscape == flag],
+                               self.buckets)
+    self._epochs = {}
+
+  def epoch_batches(self, epoch: int) -> np.ndarray:
+    """int [K, B] record indices of epoch `epoch`'s batches, in order."""
+    if epoch not in self._epochs:
+      n, b = self.dataset.num_images, self.batch_size
+      if self.shuffle:
+        perm = _permutation(self.seed, epoch, n)
+      else:
+        perm = np.arange(n)
+      chunks = []
+      for flag in (True, False):
+        group = perm[self.landscape[perm] == flag]
+        if len(group):
+          # np.resize repeats the group: the last chunk is filled up from its
+          # start.
+          chunks.append(np.resize(group, (-(-len(group) // b), b)))
+      batches = np.concatenate(chunks)
+      if self.shuffle:
+        order = np.random.default_rng([self.seed, epoch, 17]).permutation(
+            len(batches))
+        batches = batches[order]
+      if len(self._epochs) >= 2:
+        self._epochs.pop(next(iter(self._epochs)))
+      self._epochs[epoch] = batches
+    return self._epochs[epoch]
+
+  def batch_records(self, step: int) -> np.ndarray:
+    """int [B] record indices of global batch `step`."""
+    epoch, k = divmod(int(step), self.batches_per_epoch)
+    return self.epoch_batches(epoch)[k]
+
+  def bucket(self, step: int) -> tuple[int, int]:
+    return transforms.pick_bucket(self.resized[self.batch_records(step)],
+                                  self.buckets)
+
+  def __call__(self, position: int) -> dict[str, Any]:
+    position = int(position)
+    step, j = divmod(position, self.batch_size)
+    records = self.batch_records(step)
+    rng = np.random.default_rng([self.seed, position, 13])
+    return transforms.rcnn_train(
+        self.dataset[int(records[j])], rng, augment=self.augment,
+        pad_shape=self.bucket(step), **self.settings)
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state['_epochs'] = {}
+    return state
+
+
+class RcnnEvalExample:
+  """Index in image-id order -> one R-CNN eval example; each batch of
+  `batch_size` consecutive indices shares the smallest bucket holding its
+  images; indices beyond the end are valid=False padding."""
+
+  def __init__(self, dataset: Dataset, *, batch_size: int, settings: dict,
+               buckets):
+    self.dataset = dataset
+    self.batch_size = int(batch_size)
+    self.settings = dict(settings)
+    self.buckets = [tuple(b) for b in buckets]
+    resized = _resized_shapes(dataset, self.settings)
+    n = dataset.num_images
+    self.batch_buckets = [
+        transforms.pick_bucket(resized[i:i + self.batch_size], self.buckets)
+        for i in range(0, n, self.batch_size)]
+
+  def __call__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    pad_shape = self.batch_buckets[index // self.batch_size]
+    if index >= self.dataset.num_images:
+      return transforms.rcnn_padding_example(
+          pad_shape, self.settings['max_boxes'], self.settings['with_masks'],
+          self.settings['mask_size'])
+    return transforms.rcnn_eval(self.dataset[index], pad_shape=pad_shape,
+                                **self.settings)
+
+
+def _rcnn_train_iterator(config, dataset: Dataset, start_step: int = 0
+                         ) -> Iterator[dict[str, np.ndarray]]:
+  data = config.data
+  batch_size = int(config.train.batch_size)
+  if dataset.num_images == 0:
+    raise ValueError(f'{dataset} has no images')
+  fn = RcnnTrainExample(
+      dataset, seed=_get(config, 'seed', 0), batch_size=batch_size,
+      augment=_get(data, 'augment', 'full'),
+      shuffle=_get(data, 'shuffle', True), settings=rcnn_settings(config),
+      buckets=bucket_shapes(config, 'train'))
+  ds = (grain.MapDataset.range(int(start_step) * batch_size, _INFINITE)
+        .map(fn)
+        .batch(batch_size, batch_fn=_stack))
+  return _iterate(ds, int(_get(data, 'num_workers', 0)))
+
+
+def _rcnn_eval_iterator(config, dataset: Dataset,
+                        batch_size: int | None = None
+                        ) -> Iterator[dict[str, np.ndarray]]:
+  batch_size = _eval_batch_size(config, batch_size)
+  fn = RcnnEvalExample(
+      dataset, batch_size=batch_size, settings=rcnn_settings(config),
+      buckets=bucket_shapes(config, 'eval', eval_batch_size=batch_size))
   total = math.ceil(dataset.num_images / batch_size) * batch_size
   ds = grain.MapDataset.range(total).map(fn).batch(batch_size,
                                                    batch_fn=_stack)
