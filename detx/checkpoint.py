@@ -34,6 +34,41 @@ class Checkpointer:
     self.manager.close()
 
 
+class BestCheckpointer:
+  """Keeps WORKDIR/checkpoints_best/<step>/: the state with the best `metric` so far
+  (higher is better), besides the last K in checkpoints/."""
+
+  def __init__(self, workdir, metric: str):
+    self.metric = metric
+    self.directory = Path(workdir).resolve() / 'checkpoints_best'
+    self.manager = None
+    self.best = None
+    if metric and self.directory.exists():
+      self.manager = self._open()
+      step = self.manager.latest_step()
+      if step is not None:
+        self.best = (self.manager.metrics(step) or {}).get(metric)
+
+  def _open(self):
+    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, best_fn=lambda m: m[self.metric], best_mode='max'))
+
+  def offer(self, step: int, state, results: dict) -> bool:
+    value = results.get(self.metric) if self.metric else None
+    if value is None or (self.best is not None and value <= self.best):
+      return False
+    self.manager = self.manager or self._open()
+    self.manager.save(step, args=ocp.args.StandardSave(state),
+                      metrics={self.metric: float(value)}, force=True)
+    self.best = value
+    return True
+
+  def close(self):
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+
+
 def restore_variables(path, target):
   """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir."""
   path = Path(path).resolve()

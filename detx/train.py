@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from detx import checkpoint, metrics, schedules, sharding
-from detx.data import loader
+from detx.data import loader, transforms
 from detx.evaluate import CocoEvaluator
 from detx.models import build_model
 
@@ -40,16 +40,16 @@ class TrainState:
     return flax.serialization.to_state_dict(self)
 
 
-def _dummy_batch(config, size: int, batch: int = 1) -> dict:
-  n = config.data.max_boxes
-  return {
-      'image': jnp.zeros((batch, size, size, 3), jnp.float32),
-      'boxes': jnp.zeros((batch, n, 4), jnp.float32),
-      'classes': jnp.zeros((batch, n), jnp.int32),
-      'scores': jnp.zeros((batch, n), jnp.float32),
-      'box_mask': jnp.zeros((batch, n), bool),
-      'orig_size': jnp.full((batch, 2), size, jnp.int32),
-  }
+def dummy_batch(config) -> dict:
+  """One all-padding example of the eval pipeline's shape, batched: for init."""
+  if loader.pipeline(config) == 'rcnn':
+    settings = loader.rcnn_settings(config)
+    elem = transforms.rcnn_padding_example(
+        loader.bucket_shapes(config, 'eval')[0], settings['max_boxes'],
+        settings['with_masks'], settings['mask_size'])
+  else:
+    elem = transforms.padding_example(loader.eval_size(config), config.data.max_boxes)
+  return {k: np.asarray(v)[None] for k, v in elem.items()}
 
 
 def make_optimizer(config, rules):
@@ -75,10 +75,10 @@ def _scale_by_tree(mult_fn):
 
 def init_state(config, module, tx, mesh) -> TrainState:
   rng = jax.random.key(config.seed)
-  size = loader.eval_size(config)
+  batch = model_inputs(module, dummy_batch(config), train=False)
 
   def init(rng):
-    variables = module.init(rng, _dummy_batch(config, size), train=False)
+    variables = module.init(rng, batch, train=False)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}),
@@ -88,17 +88,23 @@ def init_state(config, module, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
 
-def make_train_step(module, tx, lr_fn, mesh, seed: int = 0):
+def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=()):
   """The jitted step. Models that sample (R-CNN targets) get the PRNG stream
-  'sample', a pure function of (seed, step), so resumed runs draw the same samples."""
+  'sample', a pure function of (seed, step), so resumed runs draw the same samples.
+  A non-finite loss or gradient leaves the state unchanged and is counted.
+  `inject_nan_steps` (config train.inject_nan_steps) poisons the loss at those
+  1-based steps: a test hook for the fault path."""
+  poisoned = jnp.asarray(tuple(inject_nan_steps) or (-1,), jnp.int32)
+
   def step_fn(state: TrainState, batch):
     key = jax.random.fold_in(jax.random.key(seed), state.step)
+    poison = jnp.where(jnp.any(poisoned == state.step + 1), jnp.nan, 0.0)
 
     def loss_fn(params):
       losses, updates = module.apply(
           {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
           mutable=['batch_stats'], rngs={'sample': key})
-      return losses['loss'], (losses, updates['batch_stats'])
+      return losses['loss'] + poison, (losses, updates['batch_stats'])
 
     (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     lr = lr_fn(state.step)
@@ -207,13 +213,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       [{'id': int(i), 'name': n} for i, n in zip(dataset.category_ids, dataset.category_names)]))
   state = init_state(config, module, tx, mesh)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  best = checkpoint.BestCheckpointer(workdir, config.train.best_metric)
   if ckpt.latest_step() is not None:
     state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
     print(f'detx: resumed from {ckpt.directory}/{ckpt.latest_step()}', flush=True)
   start = int(jax.device_get(state.step))
   end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
   writer = metrics.MetricWriter(workdir)
-  train_step = make_train_step(module, tx, lr_fn, mesh, config.seed)
+  train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
+                               config.train.inject_nan_steps)
   eval_step = make_eval_step(module, mesh) if do_eval else None
   batch_iter = loader.train_iterator(config, dataset, start_step=start)
   result, t_log, step = {}, time.time(), start
@@ -235,21 +243,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               f'{ips:.1f} img/s eta {eta / 60:.1f} min', flush=True)
         if int(m['train/bad_steps']) >= config.train.max_bad_steps:
           ckpt.close()
+          best.close()
           raise FloatingPointError(
               f'{int(m["train/bad_steps"])} consecutive non-finite steps at step {step}; '
               f'the last good checkpoint is in {ckpt.directory}')
         t_log = time.time()
       if step % config.train.checkpoint_every == 0 or last:
         ckpt.save(step, state.as_dict())
-      if do_eval and config.eval.every and step % config.eval.every == 0 and step != end:
+      final = step == config.train.steps
+      if do_eval and not stop.requested and (
+          final or (config.eval.every and step % config.eval.every == 0)):
         result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
+        print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
+                                          if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
+        best.offer(step, state.as_dict(), result)
       if stop.requested:
         break
+  if do_eval and start == config.train.steps and not result:  # resumed a finished run
+    result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=start)
   ckpt.close()
-  if do_eval and (step == config.train.steps or not result) and not stop.requested:
-    result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
-    print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
-                                      if k.startswith(('bbox/AP', 'segm/AP'))}), flush=True)
+  best.close()
   writer.close()
   return result
 
