@@ -85,32 +85,62 @@ def init_state(config, module, tx, mesh) -> TrainState:
                       opt_state=tx.init(params), bad_steps=jnp.zeros((), jnp.int32),
                       skipped_steps=jnp.zeros((), jnp.int32))
 
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+  shardings = sharding.state_shardings(jax.eval_shape(init, rng), mesh,
+                                      config.train.param_sharding)
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=()):
+def state_sharding(state):
+  return jax.tree.map(lambda x: x.sharding, state)
+
+
+def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
+                    shardings=None, grad_accum: int = 1):
   """The jitted step. Models that sample (R-CNN targets) get the PRNG stream
   'sample', a pure function of (seed, step), so resumed runs draw the same samples.
   A non-finite loss or gradient leaves the state unchanged and is counted.
   `inject_nan_steps` (config train.inject_nan_steps) poisons the loss at those
-  1-based steps: a test hook for the fault path."""
+  1-based steps: a test hook for the fault path. `shardings` is the state's
+  (state_sharding(state)); `grad_accum` > 1 averages the gradients of that many
+  micro-batches (BatchNorm statistics are then per micro-batch)."""
   poisoned = jnp.asarray(tuple(inject_nan_steps) or (-1,), jnp.int32)
+
+  def grads_of(params, batch_stats, batch, key):
+    def loss_fn(params):
+      losses, updates = module.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch, train=True,
+          mutable=['batch_stats'], rngs={'sample': key})
+      return losses['loss'], (losses, updates['batch_stats'])
+    (_, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return losses, batch_stats, grads
 
   def step_fn(state: TrainState, batch):
     key = jax.random.fold_in(jax.random.key(seed), state.step)
+    if grad_accum == 1:
+      losses, batch_stats, grads = grads_of(state.params, state.batch_stats, batch, key)
+    else:
+      # Row i of micro-batch j is row i * grad_accum + j: every micro-batch keeps
+      # the batch's split over devices.
+      micro = jax.tree.map(
+          lambda x: jnp.swapaxes(x.reshape((-1, grad_accum) + x.shape[1:]), 0, 1), batch)
+
+      def body(carry, xs):
+        batch_stats, grads = carry
+        j, mb = xs
+        losses, batch_stats, g = grads_of(state.params, batch_stats, mb, jax.random.fold_in(key, j))
+        return (batch_stats, jax.tree.map(jnp.add, grads, g)), losses
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (batch_stats, grads), losses = jax.lax.scan(
+          body, (state.batch_stats, zeros), (jnp.arange(grad_accum), micro))
+      grads = jax.tree.map(lambda g: g / grad_accum, grads)
+      losses = jax.tree.map(jnp.mean, losses)
     poison = jnp.where(jnp.any(poisoned == state.step + 1), jnp.nan, 0.0)
-
-    def loss_fn(params):
-      losses, updates = module.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
-          mutable=['batch_stats'], rngs={'sample': key})
-      return losses['loss'] + poison, (losses, updates['batch_stats'])
-
-    (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    loss = losses['loss'] + poison
     lr = lr_fn(state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(
@@ -121,21 +151,22 @@ def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=())
         bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
     out = {f'train/{k}': v for k, v in losses.items()}
-    out.update({'train/lr': lr, 'train/grad_norm': grad_norm,
+    out.update({'train/loss': loss, 'train/lr': lr, 'train/grad_norm': grad_norm,
                 'train/skipped_steps': new_state.skipped_steps,
                 'train/bad_steps': new_state.bad_steps})
     return new_state, out
 
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(step_fn, in_shardings=(repl, data), out_shardings=(repl, repl),
+  shardings = repl if shardings is None else shardings
+  return jax.jit(step_fn, in_shardings=(shardings, data), out_shardings=(shardings, repl),
                  donate_argnums=0)
 
 
 def make_eval_step(module, mesh):
   def eval_fn(variables, batch):
     return module.apply(variables, batch, train=False)
-  repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(eval_fn, in_shardings=(repl, data), out_shardings=data)
+  # Variables keep the sharding they have (replicated or FSDP).
+  return jax.jit(eval_fn, out_shardings=sharding.batch_sharding(mesh))
 
 
 def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
@@ -221,7 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
   writer = metrics.MetricWriter(workdir)
   train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
-                               config.train.inject_nan_steps)
+                               config.train.inject_nan_steps, state_sharding(state),
+                               config.train.grad_accum)
   eval_step = make_eval_step(module, mesh) if do_eval else None
   batch_iter = loader.train_iterator(config, dataset, start_step=start)
   result, t_log, step = {}, time.time(), start
