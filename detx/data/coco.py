@@ -28,9 +28,47 @@ Stored per image (records are in ascending image-id order):
 Dataset metadata (``builder.info.metadata``): ``category_ids``,
 ``category_names``, ``image_ids``, ``annotation_file``, ``source_dir``.
 
-Every problem found while preparing raises one :class:`DataError` naming the
-file / record; tfds writes into a temporary directory and renames it only on
-success, so a failed prepare leaves nothing a later run would pick up.
+Dataset metadata also holds ``report``: what preparing found and did, one
+list per item (file names for images, annotation ids for boxes; see
+REPORT_KEYS). ``python -m detx.data.check`` prints the same report without
+preparing anything.
+
+Bad data: every record is checked while preparing; a defect either raises one
+:class:`DataError` naming the file / annotation id, or is converted or dropped
+and counted in the report, per these options (``config.data.*``):
+
+  * images that are PNG (or another non-JPEG format), grayscale, CMYK JPEG,
+    16-bit (scaled to 8 bits, round(v / 257)), with an alpha channel (dropped,
+    not composited) or palette are *converted*: :func:`decode_image` turns
+    them into uint8 RGB (OpenCV ``IMREAD_UNCHANGED`` for non-JPEG files);
+  * ``exif``: ``'ignore'`` (default): COCO annotations refer to the stored
+    pixels, so the EXIF orientation tag is ignored (images carrying one are
+    listed in ``exif_ignored``); ``'apply'``: images whose tag is not 1 are
+    rotated / flipped to their displayed orientation (stored re-encoded as
+    PNG) and their boxes, polygons and RLEs are transformed with them
+    (``height`` / ``width`` swap for 90-degree orientations); the json must
+    still describe the stored pixels (its width / height are checked against
+    the stored size). COCO evaluation scores detections against the json,
+    i.e. in the stored frame, so 'apply' is meant for training splits; to
+    evaluate such images, re-save them upright and fix the json instead;
+  * boxes partly outside the image are clipped (Paddle's coco_loader) and
+    listed in ``clipped_boxes``;
+  * ``bad_boxes``: ``'error'`` (default) | ``'drop'``: boxes with zero /
+    negative / non-finite size, boxes wholly outside the image, and
+    annotations with an unknown category id (``dropped_boxes``,
+    ``dropped_unknown_category``);
+  * ``empty_images``: ``'keep'`` (default) | ``'drop'`` images with no
+    annotations (after dropping); :func:`detx.data.loader.build` applies
+    'drop' to the train split only: evaluation always sees every image;
+  * ``bad_images``: ``'error'`` (default) | ``'drop'`` missing / unreadable
+    files and corrupt or truncated images (``dropped_missing_images``,
+    ``dropped_corrupt_images``);
+  * malformed JSON, unknown image ids, duplicate ids and a size in the json
+    that differs from the file's always raise (naming the file and line /
+    column, or the id).
+
+tfds writes into a temporary directory and renames it only on success, so a
+failed prepare leaves nothing a later run would pick up.
 """
 from __future__ import annotations
 
@@ -52,13 +90,86 @@ from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 from PIL import Image as PILImage
 
-VERSION = '1.0.0'
+VERSION = '1.1.0'
 DEFAULT_CACHE_DIR = '~/.cache/detx/tfds'
 BAD_BOXES = ('error', 'drop')
+EXIF = ('ignore', 'apply')
+BAD_IMAGES = ('error', 'drop')
+EMPTY_IMAGES = ('keep', 'drop')
+# config.data key -> allowed values (the first is the default).
+OPTIONS = {'bad_boxes': BAD_BOXES, 'exif': EXIF, 'bad_images': BAD_IMAGES,
+           'empty_images': EMPTY_IMAGES}
+DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
+
+# The report stored in the metadata: key -> what it lists.
+REPORT_KEYS = {
+    'converted_png': 'images stored as PNG (decoded to RGB)',
+    'converted_format': 'images in another non-JPEG format (decoded to RGB)',
+    'converted_grayscale': 'grayscale images (converted to RGB)',
+    'converted_cmyk': 'CMYK JPEGs (converted to RGB)',
+    'converted_16bit': '16-bit images (scaled to 8 bits)',
+    'converted_alpha': 'images with an alpha channel (alpha dropped)',
+    'converted_palette': 'palette images (converted to RGB)',
+    'exif_rotated': 'images rotated to their EXIF orientation, boxes too '
+                    "(data.exif='apply')",
+    'exif_ignored': 'images with an EXIF orientation, ignored: annotations '
+                    "refer to the stored pixels (data.exif='ignore')",
+    'clipped_boxes': 'boxes partly outside the image (clipped)',
+    'dropped_boxes': "zero / negative / non-finite size boxes or boxes "
+                     "outside the image (dropped: data.bad_boxes='drop')",
+    'dropped_unknown_category': "annotations with an unknown category id "
+                                "(dropped: data.bad_boxes='drop')",
+    'empty_images': 'images with no annotations (kept)',
+    'dropped_empty_images': "images with no annotations (dropped: "
+                            "data.empty_images='drop')",
+    'dropped_missing_images': "missing / unreadable image files (dropped: "
+                              "data.bad_images='drop')",
+    'dropped_corrupt_images': "corrupt or truncated images (dropped: "
+                              "data.bad_images='drop')",
+}
+# Report keys whose entries are annotation ids (the others: file names).
+ANNOTATION_KEYS = ('clipped_boxes', 'dropped_boxes', 'dropped_unknown_category')
+CHECK_HINT = 'python -m detx.data.check --config=... lists every defect'
 
 
 class DataError(ValueError):
   """A dataset on disk is missing, malformed or inconsistent."""
+
+
+def check_options(**options) -> dict[str, str]:
+  """Validates bad-data options (OPTIONS keys); returns all of them, with
+  defaults filled in. Raises ValueError naming the config key."""
+  out = dict(DEFAULTS)
+  for key, value in options.items():
+    if key not in OPTIONS:
+      raise TypeError(f'unknown data option {key!r}')
+    if value not in OPTIONS[key]:
+      raise ValueError(f'data.{key} must be one of {OPTIONS[key]}, '
+                       f'got {value!r}')
+    out[key] = value
+  return out
+
+
+def new_report() -> dict[str, list]:
+  return {k: [] for k in REPORT_KEYS}
+
+
+def report_counts(report) -> dict[str, int]:
+  """{key: count} of the non-empty report items."""
+  return {k: len(v) for k, v in report.items() if len(v)}
+
+
+def summarize(report, limit: int = 3) -> str:
+  """One line per non-empty report item: count, key, first few entries."""
+  lines = []
+  for key, items in report.items():
+    items = list(items)
+    if not items:
+      continue
+    first = ', '.join(str(i) for i in items[:limit])
+    more = f', ... (+{len(items) - limit})' if len(items) > limit else ''
+    lines.append(f'{len(items)} {key}: {first}{more}')
+  return '\n'.join(lines)
 
 
 def layout(data_dir, split: str) -> tuple[Path, Path]:
@@ -89,28 +200,208 @@ def check_layout(data_dir, split: str) -> tuple[Path, Path]:
   return ann, img
 
 
+# ---------------------------------------------------------------------------
+# Images.
+
+_JPEG_MAGIC = b'\xff\xd8'
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'F', 'I;16', 'I;16L', 'I;16B',
+               'I;16N')
+_ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+_EXIF_ORIENTATION = 0x0112
+
+
+def _to_uint8_rgb(im: np.ndarray, name: str) -> np.ndarray:
+  """An OpenCV IMREAD_UNCHANGED array (gray / BGR / BGRA, any depth) ->
+  uint8 RGB [H, W, 3]; alpha is dropped, 16 bits scaled round(v / 257)."""
+  if im.dtype == np.uint16:
+    im = ((im.astype(np.uint32) + 128) // 257).astype(np.uint8)
+  elif im.dtype in (np.float32, np.float64):
+    im = np.clip(np.rint(np.nan_to_num(im) * 255.0), 0, 255).astype(np.uint8)
+  elif im.dtype != np.uint8:
+    raise DataError(f'cannot decode image {name}: unsupported pixel type '
+                    f'{im.dtype}')
+  if im.ndim == 2:
+    im = im[:, :, None]
+  if im.ndim != 3 or im.shape[2] not in (1, 2, 3, 4):
+    raise DataError(f'cannot decode image {name}: unsupported shape '
+                    f'{im.shape}')
+  if im.shape[2] <= 2:  # gray (+ alpha)
+    return np.ascontiguousarray(np.repeat(im[:, :, :1], 3, axis=2))
+  return cv2.cvtColor(np.ascontiguousarray(im[:, :, :3]), cv2.COLOR_BGR2RGB)
+
+
 def decode_image(data: bytes, name: str = '<bytes>') -> np.ndarray:
   """Encoded image bytes -> uint8 RGB [H, W, 3] (EXIF orientation ignored,
-  as COCO's annotations are in the stored pixel orientation)."""
+  as COCO's annotations are in the stored pixel orientation).
+
+  JPEGs (RGB, grayscale, CMYK) go through OpenCV's IMREAD_COLOR; other
+  formats are read IMREAD_UNCHANGED and converted: grayscale replicated,
+  alpha dropped, 16 bits scaled to 8 (round(v / 257)); PIL is the fallback
+  for formats OpenCV cannot read."""
+  data = bytes(data)
   buf = np.frombuffer(data, np.uint8)
-  im = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-  if im is None:
-    raise DataError(f'cannot decode image {name}')
-  return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+  if data[:2] == _JPEG_MAGIC:
+    im = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if im is None:
+      raise DataError(f'cannot decode image {name}')
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+  im = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if len(buf) else None
+  if im is not None:
+    return _to_uint8_rgb(im, name)
+  try:
+    with PILImage.open(io.BytesIO(data)) as pil:
+      return np.asarray(pil.convert('RGB')).copy()
+  except Exception:  # PIL raises OSError, SyntaxError, ValueError...
+    raise DataError(f'cannot decode image {name}') from None
+
+
+def inspect_image(data: bytes, path, verify: bool = True) -> dict[str, Any]:
+  """Reads an image's header (and, with `verify`, decodes it fully: at 1/8
+  scale for JPEG, still every byte) without converting it.
+
+  Returns dict(format, mode, height, width (stored pixels), orientation (EXIF
+  tag, 1 when absent), notes: the REPORT_KEYS ``converted_*`` items that
+  apply). Raises DataError naming `path` when it is not a readable image.
+  """
+  try:
+    with PILImage.open(io.BytesIO(data)) as im:
+      fmt, mode = im.format, im.mode
+      w, h = im.size
+      transparency = 'transparency' in im.info
+      try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+      except Exception:  # a malformed EXIF block: no usable orientation
+        orientation = 1
+      if verify:
+        if fmt == 'JPEG':
+          im.draft('RGB', (max(1, w // 8), max(1, h // 8)))
+        im.load()
+  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+    raise DataError(f'corrupt or truncated image {path}: {e}') from None
+  if orientation not in range(1, 9):
+    orientation = 1
+  bits16 = mode in ('I', 'F') or mode.startswith('I;16')
+  if fmt == 'PNG' and data[:8] == _PNG_MAGIC and len(data) > 25:
+    bits16 = bits16 or data[24] == 16  # IHDR bit depth (PIL reads 16-bit
+    # RGB as 8-bit 'RGB')
+  notes = []
+  if fmt == 'PNG':
+    notes.append('converted_png')
+  elif fmt != 'JPEG':
+    notes.append('converted_format')
+  if mode in _GRAY_MODES:
+    notes.append('converted_grayscale')
+  if mode == 'CMYK':
+    notes.append('converted_cmyk')
+  if bits16:
+    notes.append('converted_16bit')
+  if mode in _ALPHA_MODES or transparency:
+    notes.append('converted_alpha')
+  if mode in ('P', 'PA'):
+    notes.append('converted_palette')
+  return dict(format=fmt, mode=mode, height=h, width=w,
+              orientation=orientation, notes=notes)
 
 
 def verify_image(data: bytes, path) -> tuple[int, int]:
   """Fully decodes (at 1/8 scale for JPEG: fast, still reads every byte) and
   returns (height, width); raises DataError naming `path` if corrupt/truncated."""
-  try:
-    with PILImage.open(io.BytesIO(data)) as im:
-      w, h = im.size
-      if im.format == 'JPEG':
-        im.draft('RGB', (max(1, w // 8), max(1, h // 8)))
-      im.load()
-  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
-    raise DataError(f'corrupt or truncated image {path}: {e}') from None
-  return h, w
+  info = inspect_image(data, path, verify=True)
+  return info['height'], info['width']
+
+
+def oriented_size(orientation: int, height: int, width: int
+                  ) -> tuple[int, int]:
+  """(height, width) after applying EXIF `orientation`."""
+  return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def orient_array(im: np.ndarray, orientation: int) -> np.ndarray:
+  """Stored pixels [H, W, ...] -> displayed pixels for EXIF `orientation`
+  (as PIL's ImageOps.exif_transpose)."""
+  ops = {
+      1: lambda a: a,
+      2: lambda a: a[:, ::-1],
+      3: lambda a: a[::-1, ::-1],
+      4: lambda a: a[::-1],
+      5: lambda a: np.swapaxes(a, 0, 1),
+      6: lambda a: np.rot90(a, -1),
+      7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+      8: lambda a: np.rot90(a, 1),
+  }
+  return np.ascontiguousarray(ops[int(orientation)](im))
+
+
+def orient_points(xy, orientation: int, height: int, width: int,
+                  legacy: bool = False) -> np.ndarray:
+  """Points [N, 2] (x, y) in the stored W x H image -> the displayed image.
+  `legacy`: pixel-index coordinates (x in 0..W-1, legacy boxes); else
+  continuous ones (x in [0, W], polygons)."""
+  xy = np.asarray(xy, np.float64).reshape(-1, 2)
+  x, y = xy[:, 0], xy[:, 1]
+  wm, hm = (width - 1.0, height - 1.0) if legacy else (float(width),
+                                                       float(height))
+  out = {
+      1: (x, y), 2: (wm - x, y), 3: (wm - x, hm - y), 4: (x, hm - y),
+      5: (y, x), 6: (hm - y, x), 7: (hm - y, wm - x), 8: (y, wm - x),
+  }[int(orientation)]
+  return np.stack(out, 1)
+
+
+def orient_box(box, orientation: int, height: int, width: int) -> np.ndarray:
+  """A legacy pixel xyxy box in the stored image -> the displayed image."""
+  b = np.asarray(box, np.float64)
+  pts = orient_points([[b[0], b[1]], [b[2], b[3]]], orientation, height,
+                      width, legacy=True)
+  return np.concatenate([pts.min(0), pts.max(0)]).astype(np.float32)
+
+
+def orient_segmentation(seg, orientation: int, height: int, width: int):
+  """A COCO segmentation (polygons or RLE, parsed) -> the displayed image."""
+  if int(orientation) == 1 or not seg:
+    return seg
+  if isinstance(seg, (list, tuple)):
+    out = []
+    for poly in seg:
+      pts = orient_points(np.asarray(poly, np.float64).reshape(-1, 2),
+                          orientation, height, width)
+      out.append([float(v) for v in pts.reshape(-1)])
+    return out
+  from pycocotools import mask as mask_util
+  rle = seg
+  if isinstance(seg.get('counts'), list):
+    rle = mask_util.frPyObjects(seg, *seg['size'])
+  m = orient_array(mask_util.decode(rle), orientation)
+  enc = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+  counts = enc['counts']
+  return {'size': [int(v) for v in enc['size']],
+          'counts': counts.decode() if isinstance(counts, bytes) else counts}
+
+
+def apply_orientation(data: bytes, record: dict, orientation: int,
+                      name: str = '<bytes>') -> tuple[bytes, dict]:
+  """(encoded image, parsed image record) in the stored frame -> the same
+  rotated / flipped to EXIF `orientation`: PNG bytes without EXIF, and a
+  record copy with height / width and every object's bbox and segmentation
+  transformed."""
+  h, w = record['height'], record['width']
+  rgb = orient_array(decode_image(data, name), orientation)
+  ok, enc = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+  if not ok:
+    raise DataError(f'cannot re-encode image {name}')
+  rec = dict(record)
+  rec['height'], rec['width'] = oriented_size(orientation, h, w)
+  objects = []
+  for o in record['objects']:
+    o = dict(o)
+    o['bbox'] = orient_box(o['bbox'], orientation, h, w)
+    seg = orient_segmentation(json.loads(o['segmentation']), orientation, h,
+                              w)
+    o['segmentation'] = json.dumps(seg, separators=(',', ':'))
+    objects.append(o)
+  rec['objects'] = objects
+  return enc.tobytes(), rec
 
 
 def convert_box(bbox, width: int, height: int) -> list[float]:
@@ -122,12 +413,19 @@ def convert_box(bbox, width: int, height: int) -> list[float]:
   return [x1, y1, x2, y2]
 
 
+# ---------------------------------------------------------------------------
+# Annotations.
+
 def _load_json(path: Path) -> dict:
   try:
     with open(path, 'rb') as f:
       d = json.load(f)
   except json.JSONDecodeError as e:
-    raise DataError(f'malformed JSON in annotation file {path}: {e}') from None
+    raise DataError(f'malformed JSON in annotation file {path} at line '
+                    f'{e.lineno}, column {e.colno}: {e.msg}') from None
+  except UnicodeDecodeError as e:
+    raise DataError(f'malformed JSON in annotation file {path}: not UTF-8 '
+                    f'text (byte {e.start})') from None
   except OSError as e:
     raise DataError(f'cannot read annotation file {path}: {e}') from None
   if not isinstance(d, dict):
@@ -140,19 +438,31 @@ def _load_json(path: Path) -> dict:
   return d
 
 
-def parse_annotations(ann_file, bad_boxes: str = 'error') -> dict[str, Any]:
-  """Reads and validates a COCO json (no image access).
+def _raise_first(errors: list[tuple[str, str]]):
+  if errors:
+    more = (f' (and {len(errors) - 1} more problems: {CHECK_HINT})'
+            if len(errors) > 1 else '')
+    raise DataError(errors[0][1] + more)
+
+
+def scan_annotations(ann_file, bad_boxes: str = 'error') -> dict[str, Any]:
+  """Reads and checks a COCO json (no image access), collecting the
+  per-annotation problems instead of raising on them.
 
   Returns dict(categories=[(id, name)...] sorted by id,
                images=[dict(id, file_name, height, width, objects=[...])]
-               sorted by image id).
+               sorted by image id, report=new_report() with the annotation
+               items filled in, errors=[(kind, message)] that `bad_boxes`
+               does not drop, num_annotations: the json's count). Raises
+  DataError for a malformed file, invalid entries and duplicate ids.
   """
   ann_file = Path(ann_file)
-  if bad_boxes not in BAD_BOXES:
-    raise ValueError(f'data.bad_boxes must be one of {BAD_BOXES}, '
-                     f'got {bad_boxes!r}')
+  check_options(bad_boxes=bad_boxes)
   d = _load_json(ann_file)
   where = f'annotation file {ann_file}'
+  report = new_report()
+  errors: list[tuple[str, str]] = []
+  drop = bad_boxes == 'drop'
   try:
     cats = sorted((int(c['id']), str(c['name'])) for c in d['categories'])
   except (KeyError, TypeError, ValueError) as e:
@@ -171,9 +481,11 @@ def parse_annotations(ann_file, bad_boxes: str = 'error') -> dict[str, Any]:
     if rec['id'] in images:
       raise DataError(f'{where}: duplicate image id {rec["id"]}')
     if rec['height'] <= 0 or rec['width'] <= 0:
-      raise DataError(f'{where}: image id {rec["id"]} ({rec["file_name"]}) '
-                      f'has size {rec["width"]}x{rec["height"]}')
+      errors.append(('bad_image_size',
+                     f'{where}: image id {rec["id"]} ({rec["file_name"]}) '
+                     f'has size {rec["width"]}x{rec["height"]}'))
     images[rec['id']] = rec
+  seen_ann = set()
   for a in d['annotations']:
     try:
       aid = int(a['id'])
@@ -183,40 +495,147 @@ def parse_annotations(ann_file, bad_boxes: str = 'error') -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as e:
       raise DataError(f'{where}: invalid annotation {a!r:.200} ({e!r})'
                       ) from None
+    if aid in seen_ann:
+      raise DataError(f'{where}: duplicate annotation id {aid}')
+    seen_ann.add(aid)
     if image_id not in images:
-      raise DataError(f'{where}: annotation id {aid} refers to unknown image '
-                      f'id {image_id}')
+      errors.append(('unknown_image',
+                     f'{where}: annotation id {aid} refers to unknown image '
+                     f'id {image_id}'))
+      continue
     im = images[image_id]
+    what = f'{where}: annotation id {aid} (image {im["file_name"]})'
     if cat not in cat_index:
-      raise DataError(f'{where}: annotation id {aid} (image '
-                      f'{im["file_name"]}) has unknown category id {cat}')
+      if drop:
+        report['dropped_unknown_category'].append(aid)
+      else:
+        errors.append(('unknown_category',
+                       f'{what} has unknown category id {cat}. Fix the '
+                       "annotation or set data.bad_boxes='drop'"))
+      continue
+    problem = None
     if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
-      raise DataError(f'{where}: annotation id {aid} (image '
-                      f'{im["file_name"]}) has an invalid bbox {bbox}')
-    if bbox[2] <= 0 or bbox[3] <= 0:
-      if bad_boxes == 'drop':
-        continue
-      raise DataError(
-          f'{where}: annotation id {aid} (image {im["file_name"]}) has a '
-          f'non-positive width/height: bbox {bbox}. Fix the annotation or set '
-          "data.bad_boxes='drop'")
+      problem = f'has an invalid bbox {bbox}'
+    elif bbox[2] <= 0 or bbox[3] <= 0:
+      problem = f'has a non-positive width/height: bbox {bbox}'
+    if problem is None:
+      box = convert_box(bbox, im['width'], im['height'])
+      if box[2] < box[0] or box[3] < box[1]:
+        problem = (f'lies outside the {im["width"]}x{im["height"]} image: '
+                   f'bbox {bbox}')
+    if problem is not None:
+      if drop:
+        report['dropped_boxes'].append(aid)
+      else:
+        errors.append(('bad_box', f'{what} {problem}. Fix the annotation or '
+                       "set data.bad_boxes='drop'"))
+      continue
+    x, y, w, h = bbox
+    if x < 0 or y < 0 or x + w > im['width'] or y + h > im['height']:
+      report['clipped_boxes'].append(aid)
     seg = a.get('segmentation', [])
     im['objects'].append(dict(
-        bbox=np.asarray(convert_box(bbox, im['width'], im['height']),
-                        np.float32),
+        bbox=np.asarray(box, np.float32),
         label=cat_index[cat], category_id=cat,
         is_crowd=bool(a.get('iscrowd', 0)),
-        area=float(a.get('area', bbox[2] * bbox[3])), id=aid,
+        area=float(a.get('area', w * h)), id=aid,
         segmentation=json.dumps(seg, separators=(',', ':'))))
-  return dict(categories=cats,
-              images=[images[k] for k in sorted(images)])
+  return dict(categories=cats, images=[images[k] for k in sorted(images)],
+              report=report, errors=errors,
+              num_annotations=len(d['annotations']))
 
 
-def _fingerprint(source_dir: Path, split: str, bad_boxes: str) -> str:
+def parse_annotations(ann_file, bad_boxes: str = 'error') -> dict[str, Any]:
+  """Reads and validates a COCO json (no image access).
+
+  Returns dict(categories=[(id, name)...] sorted by id,
+               images=[dict(id, file_name, height, width, objects=[...])]
+               sorted by image id, report=the annotation items of the
+               report). Raises DataError naming the first problem (and how
+               many more there are).
+  """
+  parsed = scan_annotations(ann_file, bad_boxes)
+  _raise_first(parsed['errors'])
+  return dict(categories=parsed['categories'], images=parsed['images'],
+              report=parsed['report'])
+
+
+def filter_empty(images: list[dict], empty_images: str, report) -> list[dict]:
+  """Lists images without objects in the report; drops them under 'drop'."""
+  check_options(empty_images=empty_images)
+  out = []
+  for im in images:
+    if not im['objects']:
+      if empty_images == 'drop':
+        report['dropped_empty_images'].append(im['file_name'])
+        continue
+      report['empty_images'].append(im['file_name'])
+    out.append(im)
+  return out
+
+
+def iter_images(images, img_dir, *, exif: str = 'ignore',
+                bad_images: str = 'error', report, errors=None,
+                verify: bool = True):
+  """Reads and checks each image record's file; yields (record, bytes,
+  inspect_image info) for the usable ones and fills `report` (conversions,
+  EXIF, images dropped under bad_images='drop').
+
+  A problem that is not dropped raises DataError naming the file, or, with
+  an `errors` list, is appended to it as (kind, message) and the image is
+  skipped (the check command's mode)."""
+  check_options(exif=exif, bad_images=bad_images)
+  img_dir = Path(img_dir)
+
+  def problem(kind, im, message):
+    if kind in ('missing', 'corrupt') and bad_images == 'drop':
+      report[f'dropped_{kind}_images'].append(im['file_name'])
+      return
+    if kind in ('missing', 'corrupt'):
+      message += (" (fix or remove it, or set data.bad_images='drop' to skip "
+                  'such images)')
+    if errors is None:
+      raise DataError(message)
+    errors.append((f'{kind}_image', message))
+
+  for im in images:
+    path = img_dir / im['file_name']
+    try:
+      data = path.read_bytes()
+    except OSError as e:
+      problem('missing', im, f'image file {path} (image id {im["id"]}) is '
+              f'missing or unreadable: {e.strerror}')
+      continue
+    try:
+      info = inspect_image(data, path, verify=verify)
+    except DataError as e:
+      problem('corrupt', im, str(e))
+      continue
+    h, w, orientation = info['height'], info['width'], info['orientation']
+    if (h, w) != (im['height'], im['width']):
+      hint = ''
+      if oriented_size(orientation, h, w) == (im['height'], im['width']):
+        hint = (f' (its EXIF orientation {orientation} displays it as '
+                f'{im["width"]}x{im["height"]}: the json was written for the '
+                'displayed image; re-save the image upright)')
+      problem('size', im, f'image file {path} is {w}x{h} but its annotation '
+              f'says {im["width"]}x{im["height"]}{hint}')
+      continue
+    for note in info['notes']:
+      report[note].append(im['file_name'])
+    if orientation != 1:
+      report['exif_rotated' if exif == 'apply' else 'exif_ignored'].append(
+          im['file_name'])
+    yield im, data, info
+
+
+def _fingerprint(source_dir: Path, split: str, bad_boxes: str,
+                 options: dict | None = None) -> str:
   ann, _ = layout(source_dir, split)
   st = ann.stat()
+  options = check_options(bad_boxes=bad_boxes, **(options or {}))
   key = json.dumps([VERSION, str(source_dir), split, st.st_size,
-                    st.st_mtime_ns, bad_boxes])
+                    st.st_mtime_ns, sorted(options.items())])
   return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -224,17 +643,25 @@ class CocoConfig(tfds.core.BuilderConfig):
   """One COCO-format source directory and split."""
 
   def __init__(self, *, source_dir: str, split: str, bad_boxes: str = 'error',
-               **kwargs):
+               exif: str = 'ignore', bad_images: str = 'error',
+               empty_images: str = 'keep', **kwargs):
     super().__init__(**kwargs)
     self.source_dir = source_dir
     self.split = split
     self.bad_boxes = bad_boxes
+    self.exif = exif
+    self.bad_images = bad_images
+    self.empty_images = empty_images
 
 
 class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """COCO-format directory -> array_record (see module docstring)."""
 
-  RELEASE_NOTES = {VERSION: 'First version.'}
+  RELEASE_NOTES = {
+      '1.0.0': 'First version.',
+      VERSION: 'Bad-data options (exif, bad_images, empty_images), images '
+               'converted to RGB, a report in the metadata.',
+  }
   VERSION = tfds.core.Version(VERSION)
   # Configs are created per source directory by `make_builder`.
   BUILDER_CONFIGS = []
@@ -277,26 +704,27 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     cfg = self.builder_config
     ann, img_dir = check_layout(cfg.source_dir, cfg.split)
     parsed = parse_annotations(ann, cfg.bad_boxes)
+    report = parsed['report']
+    images = filter_empty(parsed['images'], cfg.empty_images, report)
     md = self.info.metadata
     md['category_ids'] = [c for c, _ in parsed['categories']]
     md['category_names'] = [n for _, n in parsed['categories']]
-    md['image_ids'] = [im['id'] for im in parsed['images']]
+    md['image_ids'] = [im['id'] for im in images]  # final: after generation
     md['annotation_file'] = str(ann)
     md['source_dir'] = str(cfg.source_dir)
-    return {cfg.split: self._generate_examples(parsed['images'], img_dir)}
+    md['report'] = report
+    return {cfg.split: self._generate_examples(images, img_dir, report)}
 
-  def _generate_examples(self, images, img_dir: Path):
-    for im in images:
-      path = img_dir / im['file_name']
-      try:
-        data = path.read_bytes()
-      except OSError as e:
-        raise DataError(f'image file {path} (image id {im["id"]}) is missing '
-                        f'or unreadable: {e.strerror}') from None
-      h, w = verify_image(data, path)
-      if (h, w) != (im['height'], im['width']):
-        raise DataError(f'image file {path} is {w}x{h} but its annotation '
-                        f'says {im["width"]}x{im["height"]}')
+  def _generate_examples(self, images, img_dir: Path, report):
+    cfg = self.builder_config
+    kept = []
+    for im, data, info in iter_images(images, img_dir, exif=cfg.exif,
+                                      bad_images=cfg.bad_images,
+                                      report=report):
+      if cfg.exif == 'apply' and info['orientation'] != 1:
+        data, im = apply_orientation(data, im, info['orientation'],
+                                     str(img_dir / im['file_name']))
+      kept.append(im['id'])
       objs = im['objects']
       yield im['id'], {
           'image': data,
@@ -316,6 +744,13 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               'segmentation': [o['segmentation'] for o in objs],
           },
       }
+    # tfds writes the metadata after the last example.
+    md = self.info.metadata
+    md['image_ids'] = kept
+    md['report'] = report
+    if images and not kept:
+      raise DataError(f'no usable images left in {img_dir} '
+                      f'({summarize(report)})')
 
 
 def cache_root(cache_dir: str = '') -> Path:
@@ -323,16 +758,17 @@ def cache_root(cache_dir: str = '') -> Path:
 
 
 def make_builder(source_dir, split: str, cache_dir: str = '',
-                 bad_boxes: str = 'error') -> DetxCoco:
+                 bad_boxes: str = 'error', *, exif: str = 'ignore',
+                 bad_images: str = 'error', empty_images: str = 'keep'
+                 ) -> DetxCoco:
   """The builder for `source_dir`'s `split` (validates the layout)."""
   source_dir = Path(source_dir).expanduser().resolve()
   check_layout(source_dir, split)
-  if bad_boxes not in BAD_BOXES:
-    raise ValueError(f'data.bad_boxes must be one of {BAD_BOXES}, '
-                     f'got {bad_boxes!r}')
-  name = f'{split}_{_fingerprint(source_dir, split, bad_boxes)}'
+  options = dict(exif=exif, bad_images=bad_images, empty_images=empty_images)
+  check_options(bad_boxes=bad_boxes, **options)
+  name = f'{split}_{_fingerprint(source_dir, split, bad_boxes, options)}'
   config = CocoConfig(name=name, version=VERSION, source_dir=str(source_dir),
-                      split=split, bad_boxes=bad_boxes,
+                      split=split, bad_boxes=bad_boxes, **options,
                       description=f'{source_dir} {split}')
   with _quiet():  # tfds warns about every custom (per-directory) config
     return DetxCoco(config=config, data_dir=str(cache_root(cache_dir)),
@@ -365,22 +801,27 @@ def _lock(path: Path):
 
 
 def prepare(source_dir, split: str, cache_dir: str = '',
-            bad_boxes: str = 'error') -> DetxCoco:
+            bad_boxes: str = 'error', *, exif: str = 'ignore',
+            bad_images: str = 'error', empty_images: str = 'keep'
+            ) -> DetxCoco:
   """Returns a prepared builder, preparing it first if needed (process-safe:
-  concurrent callers wait on a file lock)."""
-  builder = make_builder(source_dir, split, cache_dir, bad_boxes)
+  concurrent callers wait on a file lock). The options are the bad-data
+  switches of the module docstring; what they did is
+  ``builder.info.metadata['report']``."""
+  options = dict(exif=exif, bad_images=bad_images, empty_images=empty_images)
+  builder = make_builder(source_dir, split, cache_dir, bad_boxes, **options)
   with _quiet():
     done = builder.is_prepared()
   if done:
     return builder
   with _lock(Path(builder.data_dir).parent / '.prepare.lock'):
-    builder = make_builder(source_dir, split, cache_dir, bad_boxes)
+    builder = make_builder(source_dir, split, cache_dir, bad_boxes, **options)
     with _quiet(progress=sys.stderr.isatty()):
       if not builder.is_prepared():
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
                 compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  return make_builder(source_dir, split, cache_dir, bad_boxes)
+  return make_builder(source_dir, split, cache_dir, bad_boxes, **options)
 
 
 def data_source(builder: DetxCoco):

@@ -54,6 +54,7 @@ from typing import Any, Iterator
 
 import grain
 from absl import flags
+from absl import logging
 import numpy as np
 
 from detx.data import coco
@@ -81,14 +82,21 @@ class Dataset:
   image (uint8 RGB [H, W, 3]), image_id, height, width, file_name, boxes
   (float32 [n, 4] absolute legacy pixel xyxy), labels (int32 contiguous),
   category_ids, is_crowd, area, ann_ids and segmentation (raw json strings).
+  ``dataset.report`` is what preparing found and did (converted / dropped
+  images and boxes, see coco.REPORT_KEYS); ``dataset.options`` the bad-data
+  switches it was prepared with.
   """
 
   def __init__(self, data_dir, split: str, limit: int = 0, cache_dir: str = '',
-               bad_boxes: str = 'error'):
+               bad_boxes: str = 'error', *, exif: str = 'ignore',
+               bad_images: str = 'error', empty_images: str = 'keep'):
     self.dir = str(Path(data_dir).expanduser().resolve())
     self.split = split
     self._args = (self.dir, split, cache_dir, bad_boxes)
-    builder = coco.prepare(*self._args)
+    self._kwargs = dict(exif=exif, bad_images=bad_images,
+                        empty_images=empty_images)
+    self.options = coco.check_options(bad_boxes=bad_boxes, **self._kwargs)
+    builder = coco.prepare(*self._args, **self._kwargs)
     md = builder.info.metadata
     ids = list(md['image_ids'])
     if limit:
@@ -98,6 +106,7 @@ class Dataset:
     self.category_ids = [int(c) for c in md['category_ids']]
     self.category_names = [str(n) for n in md['category_names']]
     self.annotation_file = str(md['annotation_file'])
+    self.report = {k: list(v) for k, v in dict(md.get('report', {})).items()}
     self.cache_path = str(builder.data_path)
     self._source = coco.data_source(builder)
 
@@ -110,7 +119,8 @@ class Dataset:
 
   def _src(self):
     if self._source is None:  # after unpickling (a grain worker process)
-      self._source = coco.data_source(coco.make_builder(*self._args))
+      self._source = coco.data_source(coco.make_builder(*self._args,
+                                                        **self._kwargs))
     return self._source
 
   def __getitem__(self, i: int) -> dict[str, Any]:
@@ -161,9 +171,8 @@ class Dataset:
             f'num_images={self.num_images})')
 
 
-def build(config, split: str) -> Dataset:
-  """The Dataset of `split`; 'train' honours data.train_limit, others
-  eval.limit. Prepares the tfds array_record files on first use."""
+def source_dir(config) -> str:
+  """config.data.dir (for data.name='synthetic' generated on first use)."""
   data = config.data
   name = _get(data, 'name', 'coco')
   data_dir = _get(data, 'dir', '')
@@ -173,13 +182,40 @@ def build(config, split: str) -> Dataset:
     raise ValueError(f"data.name must be 'coco' or 'synthetic', got {name!r}")
   if not data_dir:
     raise ValueError('config.data.dir is not set')
+  return str(data_dir)
+
+
+def data_options(config, split: str) -> dict[str, str]:
+  """The bad-data switches for `split` (coco.OPTIONS, validated): data.
+  bad_boxes ('error' | 'drop'), data.exif ('ignore' | 'apply'), data.
+  bad_images ('error' | 'drop'), data.empty_images ('keep' | 'drop'; applied
+  to the train split only: evaluation splits keep every image, so that
+  detections on images without ground truth still count)."""
+  data = config.data
+  options = {k: _get(data, k, v) for k, v in coco.DEFAULTS.items()}
+  if split != _get(data, 'train_split', 'train'):
+    options['empty_images'] = 'keep'
+  return coco.check_options(**options)
+
+
+def build(config, split: str) -> Dataset:
+  """The Dataset of `split`; 'train' honours data.train_limit, others
+  eval.limit. Prepares the tfds array_record files on first use, with the
+  bad-data switches of :func:`data_options`."""
+  data = config.data
+  data_dir = source_dir(config)
   if split == _get(data, 'train_split', 'train'):
     limit = _get(data, 'train_limit', 0)
   else:
     limit = _get(config.eval, 'limit', 0) if 'eval' in config else 0
-  return Dataset(data_dir, split, limit=limit,
-                 cache_dir=_get(data, 'cache_dir', ''),
-                 bad_boxes=_get(data, 'bad_boxes', 'error'))
+  dataset = Dataset(data_dir, split, limit=limit,
+                    cache_dir=_get(data, 'cache_dir', ''),
+                    **data_options(config, split))
+  summary = coco.summarize(
+      {k: v for k, v in dataset.report.items() if k != 'empty_images'})
+  if summary:
+    logging.info('%s: %s', dataset, summary.replace('\n', '; '))
+  return dataset
 
 
 def _stack(elements):
