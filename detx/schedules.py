@@ -4,8 +4,8 @@ A schedule is linear warmup followed by piecewise-constant decay (x gamma at eac
 milestone). The zoo's schedules are stated for their reference length; when
 `train.steps` differs, milestones and warmup scale with it unless set explicitly.
 """
+import jax.numpy as jnp
 import ml_collections
-import optax
 
 # name: (reference total steps, milestones, warmup steps, warmup start factor)
 # at the zoo's reference global batch (see ../shared/reference/ZOO.md).
@@ -39,22 +39,17 @@ def resolve(sched: ml_collections.ConfigDict, total_steps: int):
 
 
 def learning_rate(base_lr: float, sched: ml_collections.ConfigDict, total_steps: int):
-  """Paddle's LinearWarmup(PiecewiseDecay): an optax schedule of the step."""
+  """Paddle's LinearWarmup(PiecewiseDecay) as a function of the (0-based) step."""
   warmup, milestones = resolve(sched, total_steps)
   values = tuple(sched.lr_values) or tuple(base_lr * sched.gamma ** i for i in range(len(milestones) + 1))
-  decay = optax.piecewise_constant_schedule(
-      values[0], {m - warmup: values[i + 1] / values[i] for i, m in enumerate(milestones)})
-  if warmup <= 0:
-    return decay
-  ramp = optax.linear_schedule(values[0] * sched.warmup_factor, values[0], warmup)
-  return optax.join_schedules([ramp, decay], [warmup])
+  bounds = jnp.asarray(milestones or (total_steps + 1,), jnp.int32)
+  table = jnp.asarray(values if milestones else values[:1] * 2, jnp.float32)
+  start = values[0] * sched.warmup_factor
 
-
-def optimizer(optim: ml_collections.ConfigDict, total_steps: int, decay_mask):
-  """Momentum SGD with coupled L2 (added to the gradient first, as Paddle's regularizer)."""
-  lr = learning_rate(optim.base_lr, optim.schedule, total_steps)
-  tx = optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
-      optax.sgd(lr, momentum=optim.momentum or None),
-  )
-  return tx, lr
+  def lr(step):
+    decayed = table[jnp.sum(step >= bounds)]
+    if warmup <= 0:
+      return decayed
+    ramp = start + (values[0] - start) * step / warmup
+    return jnp.where(step < warmup, ramp, decayed)
+  return lr
