@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from detx import checkpoint, metrics, schedules, sharding
 from detx.data import loader, transforms
@@ -182,8 +183,13 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
                             iou_types=('bbox', 'segm') if has_masks else ('bbox',))
   t0, seen = time.time(), 0
   for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
-    dets = eval_step(variables, sharding.shard_batch(model_inputs(module, batch, False), mesh))
-    dets = jax.device_get(dets)
+    inputs = model_inputs(module, batch, False)
+    if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
+      rows, first = loader.process_rows(len(batch['valid']))
+      inputs = {k: v[first:first + rows] for k, v in inputs.items()}
+      dets = multihost_utils.process_allgather(eval_step(variables, sharding.shard_batch(inputs, mesh)), tiled=True)
+    else:
+      dets = jax.device_get(eval_step(variables, sharding.shard_batch(inputs, mesh)))
     valid = dets['valid'] & batch['valid'][:, None]
     masks = None
     if has_masks:  # mask probabilities [B, K, M, M] -> RLEs pasted into the original image

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import grain
+import jax
 from absl import flags
 from absl import logging
 import numpy as np
@@ -352,6 +353,41 @@ def eval_iterator(config, dataset: Dataset, batch_size: int | None = None
   return _yolo_eval_iterator(config, dataset, batch_size)
 
 
+def process_rows(batch_size: int) -> tuple[int, int]:
+  """(rows, first row) of each global batch that this process loads.
+
+  Every process reads only its slice of a global batch (per-host loading);
+  with one process that is the whole batch.
+  """
+  n, p = jax.process_count(), jax.process_index()
+  if batch_size % n:
+    raise ValueError(f'train.batch_size={batch_size} does not divide over {n} processes')
+  rows = batch_size // n
+  return rows, p * rows
+
+
+class _GlobalPosition:
+  """Local example index -> global example position (picklable for workers)."""
+
+  def __init__(self, rows: int, first: int, batch_size: int):
+    self.rows, self.first, self.batch_size = rows, first, batch_size
+
+  def __call__(self, i: int) -> int:
+    return (i // self.rows) * self.batch_size + self.first + i % self.rows
+
+
+def _train_batches(fn, batch_size: int, start_step: int, num_workers: int):
+  """This process's rows of the global batches from `start_step` on. Example
+  positions stay global (step * batch_size + row), so the data are the same
+  whatever the process count."""
+  rows, first = process_rows(batch_size)
+  ds = (grain.MapDataset.range(int(start_step) * rows, _INFINITE)
+        .map(_GlobalPosition(rows, first, batch_size))
+        .map(fn)
+        .batch(rows, batch_fn=_stack))
+  return _iterate(ds, num_workers)
+
+
 def _yolo_train_iterator(config, dataset: Dataset, start_step: int = 0
                          ) -> Iterator[dict[str, np.ndarray]]:
   data = config.data
@@ -365,10 +401,7 @@ def _yolo_train_iterator(config, dataset: Dataset, start_step: int = 0
       augment=_get(data, 'augment', True),
       shuffle=_get(data, 'shuffle', True),
       max_boxes=_get(data, 'max_boxes', 50))
-  ds = (grain.MapDataset.range(int(start_step) * batch_size, _INFINITE)
-        .map(fn)
-        .batch(batch_size, batch_fn=_stack))
-  return _iterate(ds, int(_get(data, 'num_workers', 0)))
+  return _train_batches(fn, batch_size, start_step, int(_get(data, 'num_workers', 0)))
 
 
 def _yolo_eval_iterator(config, dataset: Dataset,
@@ -557,10 +590,7 @@ def _rcnn_train_iterator(config, dataset: Dataset, start_step: int = 0
       augment=_get(data, 'augment', 'full'),
       shuffle=_get(data, 'shuffle', True), settings=rcnn_settings(config),
       buckets=bucket_shapes(config, 'train'))
-  ds = (grain.MapDataset.range(int(start_step) * batch_size, _INFINITE)
-        .map(fn)
-        .batch(batch_size, batch_fn=_stack))
-  return _iterate(ds, int(_get(data, 'num_workers', 0)))
+  return _train_batches(fn, batch_size, start_step, int(_get(data, 'num_workers', 0)))
 
 
 def _rcnn_eval_iterator(config, dataset: Dataset,
