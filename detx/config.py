@@ -23,13 +23,13 @@ def default() -> ml_collections.ConfigDict:
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
       augment='full', cache_dir='', shuffle=True, bad_boxes='error',
       exif='ignore', bad_images='error', empty_images='keep')
-  c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0)
+  c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4)
   c.train = dict(steps=1000, batch_size=8, stop_at=0, log_every=20,
                  checkpoint_every=500, keep_checkpoints=3, max_bad_steps=20,
                  best_metric='bbox/AP', inject_nan_steps=(),
                  param_sharding='replicated', grad_accum=1)
   c.optim = dict(base_lr=0.001, momentum=0.9, weight_decay=0.0)
-  c.compile_cache = ''  # '' = off; a directory = JAX persistent compilation cache
+  c.compile_cache = '~/.cache/detx/jax'  # JAX persistent compilation cache; '' = off
   return c
 
 

@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from detx import checkpoint, metrics, schedules, sharding
 from detx.data import loader, transforms
 from detx.evaluate import CocoEvaluator
+from detx.visualize import draw_detections
 from detx.models import build_model
 
 
@@ -181,7 +182,7 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
   evaluator = CocoEvaluator(dataset.annotation_file, dataset.category_ids,
                             image_ids=dataset.image_ids,
                             iou_types=('bbox', 'segm') if has_masks else ('bbox',))
-  t0, seen = time.time(), 0
+  t0, seen, drawn = time.time(), 0, []
   for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
     inputs = model_inputs(module, batch, False)
     if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
@@ -199,7 +200,15 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
     evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
                   masks=masks)
     seen += int(batch['valid'].sum())
+    if writer is not None and len(drawn) < config.eval.draw_images:
+      drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
+                for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
   results = evaluator.evaluate()
+  for index, det in drawn:  # the same first val images at every evaluation
+    keep = det['valid']
+    image = draw_detections(dataset[index]['image'], det['boxes'][keep], det['scores'][keep],
+                            det['classes'][keep], dataset.category_names, score_threshold=0.3)
+    writer.image(step, f'predictions/{int(dataset.image_ids[index])}', image)
   results['eval/images'] = seen
   results['eval/img_per_s'] = seen / max(time.time() - t0, 1e-9)
   results.update(metrics.compile_counts())

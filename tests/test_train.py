@@ -112,3 +112,15 @@ def test_one_and_four_devices_agree(tmp_path):
       continue
     a, b = outs[1][k], outs[4][k]
     assert np.linalg.norm(a - b) <= 2e-2 * np.linalg.norm(a) + 1e-7, k
+
+
+def test_same_seed_same_losses_and_tensorboard_images(tmp_path):
+  runs = []
+  for name in ('a', 'b'):
+    c = tiny_config(tmp_path, steps=20, sizes=(64, 96))
+    train.train_and_evaluate(c, str(tmp_path / name))
+    runs.append([r['train/loss'] for r in metrics.read_metrics(tmp_path / name) if 'train/loss' in r])
+  assert len(runs[0]) == 20 and runs[0] == runs[1]
+  from tensorboardX.proto import event_pb2  # noqa: F401  (events are readable protobufs)
+  events = list((tmp_path / 'a' / 'tensorboard').iterdir())
+  assert events and b'predictions/' in b''.join(e.read_bytes() for e in events)
