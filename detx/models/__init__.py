@@ -42,4 +42,8 @@ def build_model(config: ml_collections.ConfigDict):
         label_smooth=m.label_smooth, nms=dict(m.nms), conf_thresh=m.conf_thresh,
         dtype=dtype)
     return module, ParamRules(yolov3.weight_decay_mask)
-  raise ValueError(f'unknown model.name {m.name!r}; known: yolov3')
+  if m.name in ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn'):
+    from detx.models import rcnn
+    return rcnn.build(config)
+  raise ValueError(f'unknown model.name {m.name!r}; known: yolov3, faster_rcnn, mask_rcnn, '
+                   'cascade_rcnn')

@@ -1,0 +1,192 @@
+"""R-CNN box heads, RoI sampling for a batch, Fast R-CNN losses and detection output
+(PADDLEDET_SPEC §2.1-2.3, §2.5).
+
+Heads (module names = Paddle prefixes, so detx.weights maps them to fc6_w, cls_score_b...):
+- `TwoFCHead` (FPN): flatten the 7x7 RoI features, fc6 and fc7 (1024, ReLU, Paddle's
+  Xavier with fan_out = fan_in), then cls_score (N(0, 0.01)) and bbox_pred (N(0, 0.001)).
+  Names take a suffix (`fc6_2`, `cls_score_3`) for the cascade stages. Flax flattens
+  NHWC; Paddle flattens CHW: load fc6 with `detx.weights.paddle.fc_from_chw(7, 7)`.
+- `ResNetC5Head` (C4): res5 (`ResNetStage(5)`, Paddle's res5* names) on 14x14 RoI
+  features -> 7x7x2048, global average pool, cls_score and bbox_pred (`box_outputs`).
+  Its `res5` method is reused by the C4 mask branch.
+
+Functions work on a batch of images with static slot counts and validity masks.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from detx import ops
+from detx.models.heads.rpn import smooth_l1
+from detx.models.backbones.resnet import ResNetStage
+from detx.models.layers import Dtype
+from detx.models.necks.fpn import paddle_xavier
+from detx.ops.boxes import DEFAULT_SCALE_CLIP
+from detx.ops.nms import _first_true, _greedy_keep  # the static-shape greedy NMS core
+
+_normal = nn.initializers.normal
+
+
+def box_outputs(x, num_classes: int, num_box_classes: int, suffix: str = '',
+                dtype: Dtype = jnp.float32):
+  """cls_score{suffix} (num_classes logits) and bbox_pred{suffix} (4 * num_box_classes);
+  call inside a compact method (the layers become children of the caller)."""
+  cls = nn.Dense(num_classes, kernel_init=_normal(0.01), dtype=dtype,
+                 name=f'cls_score{suffix}')(x)
+  box = nn.Dense(4 * num_box_classes, kernel_init=_normal(0.001), dtype=dtype,
+                 name=f'bbox_pred{suffix}')(x)
+  return cls.astype(jnp.float32), box.astype(jnp.float32)
+
+
+class TwoFCHead(nn.Module):
+  """The FPN box head: [R, h, w, C] RoI features -> (cls logits [R, K], deltas [R, 4 K'])."""
+  num_classes: int
+  num_box_classes: int
+  hidden: int = 1024
+  suffix: str = ''
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, roi_feats):
+    s = self.suffix
+    x = roi_feats.astype(self.dtype).reshape(roi_feats.shape[0], -1)
+    x = nn.relu(nn.Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
+                         name=f'fc6{s}')(x))
+    x = nn.relu(nn.Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
+                         name=f'fc7{s}')(x))
+    return box_outputs(x, self.num_classes, self.num_box_classes, s, self.dtype)
+
+
+class ResNetC5Head(nn.Module):
+  """The C4 box head: res5 on [R, 14, 14, 1024] RoI features, average pool, outputs."""
+  num_classes: int
+  num_box_classes: int
+  depth: int = 50
+  variant: str = 'b'
+  norm: str = 'affine'
+  freeze_norm: bool = True
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.res5 = ResNetStage(5, self.depth, self.variant, norm=self.norm,
+                            freeze_norm=self.freeze_norm, dtype=self.dtype)
+    self.cls_score = nn.Dense(self.num_classes, kernel_init=_normal(0.01), dtype=self.dtype)
+    self.bbox_pred = nn.Dense(4 * self.num_box_classes, kernel_init=_normal(0.001),
+                              dtype=self.dtype)
+
+  def features(self, roi_feats):
+    """[R, 14, 14, 1024] -> [R, 7, 7, 2048] (shared with the C4 mask branch)."""
+    return self.res5(roi_feats.astype(self.dtype), False)
+
+  def __call__(self, roi_feats):
+    feats = self.features(roi_feats)
+    x = jnp.mean(feats.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+    return (self.cls_score(x).astype(jnp.float32), self.bbox_pred(x).astype(jnp.float32),
+            feats)
+
+
+def sample_batch_rois(key, rois, rois_valid, batch, *,
+                      batch_size_per_im: int = 512, fg_fraction: float = 0.25,
+                      fg_thresh: float = 0.5, bg_thresh_hi: float = 0.5,
+                      bg_thresh_lo: float = 0.0,
+                      bbox_reg_weights: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
+                      class_agnostic: bool = False, is_cascade: bool = False,
+                      num_samples: int | None = None):
+  """`ops.sample_rois` on each image (one PRNG key each); arrays [N, S, ...].
+
+  GT classes are shifted by +1 (background first). Crowd GTs are left out of the
+  ground truth altogether, as PaddleDetection's COCO reader does.
+  """
+  n = rois.shape[0]
+  keys = jax.random.split(key, n) if key is not None else [None] * n
+  gt_valid = batch['box_mask'] & ~batch['is_crowd']
+  classes = batch['classes'].astype(jnp.int32) + 1
+
+  def one(r, rv, gb, gc, gv, crowd, scale, k):
+    return ops.sample_rois(r, rv, gb, gc, gv, crowd, k, batch_size_per_im, fg_fraction,
+                           fg_thresh, bg_thresh_hi, bg_thresh_lo, bbox_reg_weights,
+                           class_agnostic, is_cascade, scale, use_random=not is_cascade,
+                           num_samples=num_samples)
+
+  if key is None:
+    return jax.vmap(lambda *a: one(*a, None))(rois, rois_valid, batch['boxes'], classes,
+                                              gt_valid, batch['is_crowd'], batch['scale'])
+  return jax.vmap(one)(rois, rois_valid, batch['boxes'], classes, gt_valid,
+                       batch['is_crowd'], batch['scale'], keys)
+
+
+def fast_rcnn_losses(cls_logits, box_deltas, targets, num_box_classes: int, weight: float = 1.0):
+  """Softmax CE mean over the sampled RoIs of the batch; smooth-L1 (sigma 1) over the
+  class-expanded targets (Paddle's inside = outside weights), summed over coordinates
+  and averaged over the same RoIs. cls_logits [N, S, C], box_deltas [N, S, 4 K]."""
+  valid = targets['valid'].astype(jnp.float32)
+  norm = jnp.maximum(jnp.sum(valid), 1.0)
+  logp = jax.nn.log_softmax(cls_logits.astype(jnp.float32), axis=-1)
+  ce = -jnp.take_along_axis(logp, targets['labels'][..., None], axis=-1)[..., 0]
+  tgt, w = ops.expand_box_targets(targets['box_targets'], targets['box_class'], num_box_classes)
+  box = jnp.sum(smooth_l1(w * (box_deltas - tgt), 1.0) * w, axis=-1)
+  return (weight * jnp.sum(ce * valid) / norm, weight * jnp.sum(box * valid) / norm)
+
+
+def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic: bool,
+                       clip=DEFAULT_SCALE_CLIP):
+  """Per-class boxes [..., C, 4] from rois [..., 4] and deltas [..., 4 K].
+
+  Class-agnostic heads (K = 2) use the foreground slot for every class.
+  """
+  d = deltas.reshape(deltas.shape[:-1] + (-1, 4))
+  if class_agnostic:
+    d = jnp.broadcast_to(d[..., 1:2, :], d.shape[:-2] + (num_classes, 4))
+  return ops.decode_boxes(rois[..., None, :], d, variances, legacy=True, clip=clip)
+
+
+def class_box_nms(boxes, scores, score_threshold: float, keep_top_k: int, nms_threshold: float,
+                  background_label: int = 0, max_candidates: int = 4096,
+                  normalized: bool = False):
+  """Paddle's multiclass_nms (nms_top_k -1) for boxes that differ per class.
+
+  boxes [N, M, C, 4], scores [N, M, C]. As `ops.multiclass_nms`: the best
+  max_candidates (box, class) pairs above score_threshold, one class-aware greedy pass,
+  the best keep_top_k. Exact whenever at most max_candidates pairs pass the threshold.
+  Returns boxes [N, K, 4], scores, classes (including background offset), valid.
+  """
+  def single(b, s):
+    m, c = s.shape
+    flat = s.reshape(-1)
+    if 0 <= background_label < c:
+      flat = jnp.where(jnp.arange(m * c) % c == background_label, -jnp.inf, flat)
+    p = min(max_candidates, m * c)
+    cand_scores, idx = jax.lax.top_k(flat, p)
+    cand_cls = (idx % c).astype(jnp.int32)
+    cand_box = b.reshape(-1, 4)[idx]
+    valid = cand_scores > score_threshold
+    keep = _greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, keep_top_k)
+    pos, ok = _first_true(keep, keep_top_k)
+    return {'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
+            'scores': jnp.where(ok, cand_scores[pos], 0.0),
+            'classes': jnp.where(ok, cand_cls[pos], 0),
+            'valid': ok}
+  return jax.vmap(single)(boxes, scores)
+
+
+def detect(probs, deltas, rois, rois_valid, scale, orig_hw, variances, *, class_agnostic: bool,
+           score_threshold: float = 0.05, keep_top_k: int = 100, nms_threshold: float = 0.5,
+           max_candidates: int = 4096):
+  """PaddleDetection's BBoxHead.get_prediction + multiclass_nms, batched.
+
+  probs [N, R, C] softmax (background first), deltas [N, R, 4 K], rois [N, R, 4] in
+  input pixels. Boxes are decoded per class from rois / scale, clipped to the
+  original image (orig_hw [N, 2]); NMS with background 0. Returns the detection dict
+  with classes 0..C-2 (background removed) and boxes in original pixels.
+  """
+  num_classes = probs.shape[-1]
+  r = rois / scale[:, None, None]
+  boxes = decode_class_boxes(r, deltas, variances, num_classes, class_agnostic)  # [N,R,C,4]
+  boxes = ops.clip_boxes(boxes, orig_hw.astype(jnp.float32)[:, None, None, :], legacy=True)
+  probs = jnp.where(rois_valid[..., None], probs, 0.0)
+  dets = class_box_nms(boxes, probs, score_threshold, keep_top_k, nms_threshold, 0,
+                       max_candidates)
+  dets['classes'] = jnp.where(dets['valid'], dets['classes'] - 1, 0)
+  return dets

@@ -1,0 +1,325 @@
+"""Faster / Mask / Cascade R-CNN: names, optimizer rules, losses, detection output and
+a tiny end-to-end step (detx.models.rcnn, detx.models.heads.roi_heads)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from detx import config as cfg
+from detx import ops
+from detx.models import build_model, rcnn
+from detx.models.backbones import resnet
+from detx.models.heads import roi_heads
+from detx.weights import paddle as pw
+
+SHALLOW = {50: (1, 1, 1, 1), 101: (1, 1, 2, 1)}
+
+
+def _config(name, **overrides):
+  c = cfg.load(name)
+  c.data.max_size = 128
+  c.model.rpn.update(train_pre_nms_top_n=256, train_post_nms_top_n=128, train_collect_top_n=128,
+                     test_pre_nms_top_n=128, test_post_nms_top_n=64, test_collect_top_n=64)
+  c.model.roi.batch_size_per_im = 32
+  c.model.nms.update(max_candidates=512, keep_top_k=20)
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _abstract_params(module):
+  init = lambda: module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                             method=type(module).init_params)
+  return jax.eval_shape(init)['params']
+
+
+def _paddle_shapes(module):
+  params = _abstract_params(module)
+  mapping, unmapped = pw.paddle_names({'params': params}, rcnn.paddle_rules(module))
+  assert unmapped == []
+  from flax import traverse_util
+  leaves = traverse_util.flatten_dict({'params': params})
+  return {name: tuple(layout.to_paddle(np.zeros(leaves[key].shape, np.float32)).shape)
+          for key, (name, layout) in mapping.items()}
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('faster_rcnn_r50_fpn_1x', {
+        'conv_rpn_fpn2_w': (256, 256, 3, 3), 'rpn_cls_logits_fpn2_w': (3, 256, 1, 1),
+        'rpn_bbox_pred_fpn2_b': (12,), 'fpn_inner_res5_sum_w': (256, 2048, 1, 1),
+        'fc6_w': (12544, 1024), 'fc7_b': (1024,), 'cls_score_w': (1024, 81),
+        'bbox_pred_w': (1024, 324), 'res5c_branch2c_weights': (2048, 512, 1, 1),
+        'bn_conv1_scale': (64,)}),
+    ('faster_rcnn_r101_1x', {
+        'conv_rpn_w': (1024, 1024, 3, 3), 'rpn_cls_logits_w': (15, 1024, 1, 1),
+        'rpn_bbox_pred_w': (60, 1024, 1, 1), 'res4b22_branch2c_weights': (1024, 256, 1, 1),
+        'res5a_branch1_weights': (2048, 1024, 1, 1), 'bn5a_branch2a_offset': (512,),
+        'cls_score_w': (2048, 81), 'bbox_pred_b': (324,)}),
+    ('mask_rcnn_r50_1x', {
+        'conv5_mask_w': (2048, 256, 2, 2), 'mask_fcn_logits_w': (81, 256, 1, 1)}),
+    ('mask_rcnn_r50_vd_fpn_2x', {
+        'conv1_1_weights': (32, 3, 3, 3), 'mask_inter_feat_4_w': (256, 256, 3, 3),
+        'conv5_mask_w': (256, 256, 2, 2), 'mask_fcn_logits_b': (81,)}),
+    ('cascade_rcnn_r50_fpn_1x', {
+        'fc6_w': (12544, 1024), 'fc6_2_w': (12544, 1024), 'fc7_3_b': (1024,),
+        'cls_score_2_w': (1024, 81), 'bbox_pred_w': (1024, 8), 'bbox_pred_3_w': (1024, 8)}),
+])
+def test_paddle_names_and_shapes(name, expected):
+  module, _ = build_model(cfg.load(name))
+  shapes = _paddle_shapes(module)
+  for n, shape in expected.items():
+    assert shapes.get(n) == shape, (n, shapes.get(n))
+  if 'cascade' not in name:
+    assert 'fc6_2_w' not in shapes
+  if 'fpn' in name:
+    assert 'conv_rpn_w' not in shapes and 'res5a_branch2a_weights' in shapes
+
+
+def test_fc6_weights_round_trip_through_paddle_layout():
+  module, _ = build_model(cfg.load('faster_rcnn_r50_fpn_1x'))
+  abstract = _abstract_params(module)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), abstract)
+  rules = rcnn.paddle_rules(module)
+  arrays = pw.export_paddle_weights({'params': params}, rules)
+  # Paddle flattens the 256 x 7 x 7 RoI feature C-major: row c * 49 + h * 7 + w.
+  fc6 = params['bbox_head']['fc6']['kernel']
+  np.testing.assert_array_equal(arrays['fc6_w'][5 * 49 + 2 * 7 + 3], fc6[(2 * 7 + 3) * 256 + 5])
+  loaded, report = pw.load_paddle_weights({'params': abstract}, arrays, rules)
+  assert report.ok and not report.unexpected
+  np.testing.assert_array_equal(loaded['params']['bbox_head']['fc6']['kernel'], fc6)
+
+
+def test_param_rules():
+  module, rules = build_model(cfg.load('cascade_rcnn_r50_fpn_1x'))
+  params = _abstract_params(module)
+  lr = rules.lr_mult(params)
+  decay = rules.decay_mask(params)
+  bb = lr['backbone']
+  assert bb['conv1']['conv']['kernel'] == 0.0 and bb['res2']['res2a']['res2a_branch2a']['conv'][
+      'kernel'] == 0.0
+  assert bb['res3']['res3a']['res3a_branch2a']['conv']['kernel'] == 1.0
+  assert bb['res3']['res3a']['res3a_branch2a']['bn3a_branch2a']['scale'] == 0.0
+  assert lr['rpn']['conv_rpn_fpn2']['kernel'] == 1.0 and lr['rpn']['conv_rpn_fpn2']['bias'] == 2.0
+  assert lr['neck']['fpn_res2_sum']['bias'] == 2.0
+  assert lr['bbox_head']['fc6']['kernel'] == 1.0
+  assert lr['bbox_head_2']['fc6_2']['kernel'] == 2.0 and lr['bbox_head_2']['cls_score_2']['bias'] == 4.0
+  assert lr['bbox_head_3']['bbox_pred_3']['kernel'] == 4.0 and lr['bbox_head_3']['fc7_3']['bias'] == 8.0
+  assert decay['bbox_head']['fc6']['kernel'] and not decay['bbox_head']['fc6']['bias']
+  assert not decay['backbone']['res3']['res3a']['res3a_branch2a']['bn3a_branch2a']['scale']
+  # C4: the res5 head's affine norms are frozen, its convs train.
+  module, rules = build_model(cfg.load('faster_rcnn_r50_1x'))
+  lr = rules.lr_mult(_abstract_params(module))
+  res5a = lr['bbox_head']['res5']['res5a']
+  assert res5a['res5a_branch2a']['conv']['kernel'] == 1.0
+  assert res5a['res5a_branch2a']['bn5a_branch2a']['bias'] == 0.0
+  assert lr['bbox_head']['cls_score']['bias'] == 2.0
+
+
+def test_inits():
+  module, _ = build_model(cfg.load('faster_rcnn_r50_fpn_1x'))
+  x = jnp.zeros((1, 7, 7, 256))
+  head = roi_heads.TwoFCHead(81, 81)
+  p = head.init(jax.random.key(0), x)['params']
+  assert abs(float(p['cls_score']['kernel'].std()) - 0.01) < 0.001
+  assert abs(float(p['bbox_pred']['kernel'].std()) - 0.001) < 0.0001
+  limit = (3.0 / 12544) ** 0.5  # Paddle's Xavier(fan_out=fan_in): U(+-sqrt(6 / 2 fan_in))
+  assert float(jnp.abs(p['fc6']['kernel']).max()) <= limit
+  assert float(jnp.abs(p['fc6']['kernel']).max()) > 0.95 * limit
+  assert not np.asarray(p['fc6']['bias']).any()
+
+
+def test_fast_rcnn_losses_match_numpy():
+  rng = np.random.default_rng(0)
+  n, s, c = 2, 6, 4
+  cls = rng.normal(size=(n, s, c)).astype(np.float32)
+  box = rng.normal(size=(n, s, 4 * c)).astype(np.float32)
+  labels = np.array([[1, 3, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]], np.int32)
+  valid = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
+  tgt = rng.normal(size=(n, s, 4)).astype(np.float32)
+  t = {'labels': jnp.asarray(labels), 'valid': jnp.asarray(valid),
+       'box_targets': jnp.asarray(tgt * (labels > 0)[..., None]),
+       'box_class': jnp.asarray(labels)}
+  loss_cls, loss_box = roi_heads.fast_rcnn_losses(jnp.asarray(cls), jnp.asarray(box), t, c)
+  logp = cls - np.log(np.exp(cls).sum(-1, keepdims=True))
+  ce = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
+  np.testing.assert_allclose(loss_cls, (ce * valid).sum() / valid.sum(), rtol=1e-5)
+  sl1 = lambda d: np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5)
+  want = 0.0
+  for i in range(n):
+    for j in range(s):
+      k = labels[i, j]
+      if k > 0:
+        want += sl1(box[i, j, 4 * k:4 * k + 4] - tgt[i, j]).sum()
+  np.testing.assert_allclose(loss_box, want / valid.sum(), rtol=1e-5)
+
+
+def test_class_box_nms_equals_multiclass_nms_for_shared_boxes():
+  rng = np.random.default_rng(1)
+  m, c = 30, 5
+  xy = rng.uniform(0, 50, size=(1, m, 2))
+  wh = rng.uniform(5, 30, size=(1, m, 2))
+  boxes = jnp.asarray(np.concatenate([xy, xy + wh], -1), jnp.float32)
+  scores = jnp.asarray(rng.uniform(size=(1, m, c)), jnp.float32)
+  got = roi_heads.class_box_nms(jnp.broadcast_to(boxes[:, :, None], (1, m, c, 4)), scores,
+                                0.3, 15, 0.5, background_label=0)
+  want = ops.multiclass_nms(boxes, scores, 0.3, -1, 15, 0.5, normalized=False,
+                            background_label=0)
+  for k in ('boxes', 'scores', 'classes', 'valid'):
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+
+
+def test_detect_decodes_per_class_and_maps_back():
+  rois = jnp.array([[[20.0, 20.0, 59.0, 39.0], [100.0, 100.0, 139.0, 139.0],
+                     [0.0, 0.0, 9.0, 9.0]]])  # input pixels, scale 2
+  probs = jnp.array([[[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]]])
+  deltas = np.zeros((1, 3, 12), np.float32)
+  deltas[0, 0, 4:8] = [1.0, 0.0, 0.0, 0.0]  # class 1 of RoI 0: dx 1 * 0.1 * w
+  deltas[0, 1, 8:12] = [0.0, 0.0, 2.0, 0.0]  # class 2 of RoI 1: w * exp(0.4), clipped
+  dets = roi_heads.detect(probs, jnp.asarray(deltas), rois, jnp.array([[True, True, False]]),
+                          jnp.array([2.0]), jnp.array([[65, 69]]), (0.1, 0.1, 0.2, 0.2),
+                          class_agnostic=False, keep_top_k=5)
+  valid = np.asarray(dets['valid'][0])
+  assert valid.sum() == 4  # scores 0.8, 0.8, 0.1, 0.1 > 0.05; RoI 2 invalid, background never
+  b = np.asarray(dets['boxes'][0])
+  cls = np.asarray(dets['classes'][0])
+  sc = np.asarray(dets['scores'][0])
+  i0 = np.nonzero((cls == 0) & np.isclose(sc, 0.8))[0][0]
+  r = np.array([10.0, 10.0, 29.5, 19.5])  # RoI 0 / 2
+  w = r[2] - r[0] + 1
+  np.testing.assert_allclose(b[i0], r + [0.1 * w, 0, 0.1 * w, 0], rtol=1e-5)
+  i1 = np.nonzero((cls == 1) & np.isclose(sc, 0.8))[0][0]
+  r = np.array([50.0, 50.0, 69.5, 69.5])
+  w = (r[2] - r[0] + 1) * np.exp(0.4)
+  cx = r[0] + 0.5 * (r[2] - r[0] + 1)
+  want = [cx - w / 2, 50.0, min(cx + w / 2 - 1, 68.0), 64.0]  # clipped to (65, 69)
+  np.testing.assert_allclose(b[i1], want, rtol=1e-5)
+
+
+def test_cascade_variances():
+  assert rcnn.cascade_variances(10.0) == (0.1, 0.1, 0.2, 0.2)
+  np.testing.assert_allclose(rcnn.cascade_variances(30.0), [1 / 30, 1 / 30, 2 / 30, 2 / 30])
+
+
+def _batch(b=2, g=4, mask_size=28):
+  boxes = np.zeros((b, g, 4), np.float32)
+  boxes[:, 0] = [8, 10, 60, 50]
+  boxes[:, 1] = [30, 20, 100, 90]
+  boxes[:, 2] = [5, 40, 40, 92]
+  masks = np.zeros((b, g, mask_size, mask_size), np.uint8)
+  masks[:, :, 4:, :20] = 1
+  return {
+      'image': jnp.asarray(np.random.default_rng(0).normal(size=(b, 96, 128, 3)), jnp.float32),
+      'image_hw': jnp.array([[96, 128], [90, 120]], jnp.int32),
+      'scale': jnp.array([0.2, 0.25], jnp.float32),
+      'boxes': jnp.asarray(boxes),
+      'classes': jnp.array([[1, 5, 7, 0]] * b, jnp.int32),
+      'is_crowd': jnp.zeros((b, g), bool),
+      'box_mask': jnp.array([[1, 1, 1, 0]] * b, bool),
+      'gt_masks': jnp.asarray(masks),
+      'orig_size': jnp.array([[480, 640], [360, 480]], jnp.int32),
+  }
+
+
+def test_mask_rcnn_fpn_train_and_eval(monkeypatch):
+  for depth, blocks in SHALLOW.items():
+    monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
+  module, _ = build_model(_config('mask_rcnn_r50_fpn_1x'))
+  batch = _batch()
+  variables = jax.jit(lambda k: module.init(k, batch['image'], method=type(module).init_params))(
+      jax.random.key(0))
+  train_b = {k: batch[k] for k in module.TRAIN_KEYS}
+
+  @jax.jit
+  def step(params, key):
+    def loss_fn(p):
+      out = module.apply({'params': p}, train_b, train=True, rngs={'sample': key})
+      return out['loss'], out
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  (loss, losses), grads = step(variables['params'], jax.random.key(1))
+  assert set(losses) == {'loss', 'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
+                         'loss_mask'}
+  assert all(np.isfinite(float(v)) for v in losses.values())
+  np.testing.assert_allclose(float(loss), sum(float(v) for k, v in losses.items() if k != 'loss'),
+                             rtol=1e-5)
+  (loss_same, _), _ = step(variables['params'], jax.random.key(1))
+  (loss_other, _), _ = step(variables['params'], jax.random.key(2))
+  assert float(loss_same) == float(loss)
+  assert float(loss_other) != float(loss)  # the 'sample' stream drives the samplers
+  g = grads
+  assert float(jnp.abs(g['mask_head']['mask_fcn_logits']['kernel']).sum()) > 0
+  assert float(jnp.abs(g['rpn']['conv_rpn_fpn2']['kernel']).sum()) > 0
+  assert float(jnp.abs(g['backbone']['res3']['res3a']['res3a_branch2a']['conv']['kernel']).sum()) > 0
+  assert float(jnp.abs(g['backbone']['res2']['res2a']['res2a_branch2a']['conv']['kernel']).sum()) == 0
+
+  eval_b = {k: batch[k] for k in module.EVAL_KEYS}
+  dets = jax.jit(lambda v, b: module.apply(v, b, train=False))(variables, eval_b)
+  k = 20
+  assert dets['boxes'].shape == (2, k, 4) and dets['masks'].shape == (2, k, 28, 28)
+  v = np.asarray(dets['valid'])
+  b = np.asarray(dets['boxes'])
+  hw = np.asarray(batch['orig_size'])
+  assert (b[..., 0] >= 0).all() and (b[..., 2] <= (hw[:, 1:2] - 1)).all()
+  assert (b[..., 3] <= (hw[:, 0:1] - 1)).all()
+  cls = np.asarray(dets['classes'])[v]
+  assert ((cls >= 0) & (cls < 80)).all()
+  m = np.asarray(dets['masks'])
+  assert ((m >= 0) & (m <= 1)).all() and not m[~v].any()
+  # The train loop's init batch has no image_hw / scale: defaults apply.
+  plain = {k: batch[k] for k in ('image', 'orig_size')}
+  out = jax.eval_shape(lambda v, b: module.apply(v, b, train=False), variables, plain)
+  assert out['boxes'].shape == (2, k, 4)
+
+
+def test_collect_groups(monkeypatch):
+  """FPN training collects proposals over groups of rpn.collect_images images."""
+  grouped = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 2, jnp.arange(4.0))
+  np.testing.assert_array_equal(grouped, [-1.0, 0.0, -3.0, -2.0])
+  whole = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 4, jnp.arange(4.0))
+  np.testing.assert_array_equal(whole, jnp.arange(4.0) - 6)
+
+
+@pytest.mark.slow
+def test_faster_rcnn_fpn_overfits_two_boxes(monkeypatch):
+  """A shallow Faster R-CNN FPN from scratch learns two boxes of one image."""
+  import optax
+  for depth, blocks in SHALLOW.items():
+    monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
+  c = _config('faster_rcnn_r50_fpn_1x', **{'model.num_classes': 2})
+  c.model.backbone.update(freeze_at=0, freeze_norm=False)
+  c.model.rpn.collect_images = 1
+  module, _ = build_model(c)
+  img = np.zeros((1, 128, 128, 3), np.float32)
+  img[0, 20:60, 16:80] = [2.0, -1.0, 0.0]
+  img[0, 70:120, 60:110] = [-1.0, 0.0, 2.0]
+  batch = {
+      'image': jnp.asarray(img), 'image_hw': jnp.array([[128, 128]], jnp.int32),
+      'scale': jnp.array([1.0]), 'boxes': jnp.array([[[16.0, 20, 79, 59], [60, 70, 109, 119]]]),
+      'classes': jnp.array([[0, 1]], jnp.int32), 'is_crowd': jnp.zeros((1, 2), bool),
+      'box_mask': jnp.ones((1, 2), bool), 'orig_size': jnp.array([[128, 128]], jnp.int32)}
+  params = module.init(jax.random.key(0), batch['image'], method=type(module).init_params)['params']
+  tx = optax.chain(optax.clip_by_global_norm(10.0), optax.sgd(0.02, momentum=0.9))
+  opt = tx.init(params)
+  train_b = {k: batch[k] for k in module.TRAIN_KEYS}
+
+  @jax.jit
+  def step(params, opt, key):
+    def loss_fn(p):
+      return module.apply({'params': p}, train_b, train=True, rngs={'sample': key})['loss']
+    loss, g = jax.value_and_grad(loss_fn)(params)
+    upd, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, upd), opt, loss
+
+  for i in range(150):
+    params, opt, loss = step(params, opt, jax.random.key(i))
+  dets = module.apply({'params': params}, {k: batch[k] for k in module.EVAL_KEYS}, train=False)
+  top = [int(np.argmax(np.where((dets['classes'][0] == c) & dets['valid'][0],
+                                dets['scores'][0], -1))) for c in (0, 1)]
+  for c, k in enumerate(top):
+    iou = ops.box_iou(dets['boxes'][0, k][None], batch['boxes'][0, c][None], legacy=True)
+    assert float(iou[0, 0]) > 0.5, (c, dets['boxes'][0, k], float(loss))
