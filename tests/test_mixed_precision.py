@@ -19,9 +19,10 @@ def test_bf16_quickstart_trains_like_f32(tmp_path):
     c.data.dir = str(data)
     c.data.cache_dir = str(tmp_path / 'tfds')
     c.train.steps = STEPS
+    c.train.log_every = 10
     workdir = tmp_path / dtype
     results[dtype] = train.train_and_evaluate(c, str(workdir))
     losses = [r['train/loss'] for r in metrics.read_metrics(workdir) if 'train/loss' in r]
-    assert losses[-1] < 0.5 * losses[0], (dtype, losses)
+    assert losses[-1] < 0.7 * losses[0], (dtype, losses)  # vs step 10, still in warmup
   f32, bf16 = results['float32']['bbox/AP50'], results['bfloat16']['bbox/AP50']
   assert bf16 > 0.1 and abs(bf16 - f32) <= AP50_TOLERANCE, (f32, bf16)
