@@ -40,7 +40,7 @@ def build_model(config: ml_collections.ConfigDict):
         anchor_masks=tuple(tuple(x) for x in m.anchor_masks),
         depths=tuple(m.depths), width=m.width, ignore_thresh=m.ignore_thresh,
         label_smooth=m.label_smooth, nms=dict(m.nms), conf_thresh=m.conf_thresh,
-        dtype=dtype)
+        dtype=dtype, remat=bool(m.get('remat', False)))
     return module, ParamRules(yolov3.weight_decay_mask)
   if m.name in ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn'):
     from detx.models import rcnn

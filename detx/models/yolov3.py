@@ -32,12 +32,13 @@ class YOLOv3(nn.Module):
   nms: Any = None  # dict: score_threshold, nms_top_k, keep_top_k, nms_threshold
   conf_thresh: float = 0.01
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   TRAIN_KEYS = ('image', 'boxes', 'classes', 'scores', 'box_mask')
   EVAL_KEYS = ('image', 'orig_size')
 
   def setup(self):
-    self.backbone = DarkNet(self.depths, self.width, dtype=self.dtype)
+    self.backbone = DarkNet(self.depths, self.width, dtype=self.dtype, remat=self.remat)
     self.head = YoloHead(self.num_classes, tuple(len(m) for m in self.anchor_masks),
                          width=self.width, dtype=self.dtype)
 

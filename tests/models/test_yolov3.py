@@ -66,3 +66,26 @@ def test_max_size_scales_anchors():
   c.data.max_size = 304
   module, _ = build_model(c)
   assert module.anchors[-1] == pytest.approx((373 / 2, 326 / 2))
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+  c = _quick_config()
+  b, n = 2, c.data.max_boxes
+  batch = {
+      'image': jax.random.normal(jax.random.key(1), (b, 64, 64, 3)),
+      'boxes': jnp.tile(jnp.array([[0.1, 0.1, 0.5, 0.6]]), (b, n, 1)),
+      'classes': jnp.zeros((b, n), jnp.int32), 'scores': jnp.ones((b, n)),
+      'box_mask': jnp.arange(n)[None].repeat(b, 0) < 2,
+  }
+  out = {}
+  for remat in (False, True):
+    c.model.remat = remat
+    module, _ = build_model(c)
+    variables = module.init(jax.random.key(0), {**batch, 'orig_size': jnp.full((b, 2), 64)}, train=False)
+    def loss(p):
+      l, _ = module.apply({**variables, 'params': p}, batch, train=True, mutable=['batch_stats'])
+      return l['loss']
+    out[remat] = jax.jit(jax.value_and_grad(loss))(variables['params'])
+  np.testing.assert_allclose(out[False][0], out[True][0], rtol=1e-6)
+  for a, r in zip(jax.tree.leaves(out[False][1]), jax.tree.leaves(out[True][1])):
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-6)

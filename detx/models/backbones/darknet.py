@@ -13,23 +13,26 @@ class DarkNet(nn.Module):
   """DarkNet backbone returning the last three stage outputs (strides 8, 16, 32).
 
   depths=(1,2,8,8,4) and width=1.0 is DarkNet53 (256/512/1024 channels out);
-  smaller depths/width give the quickstart's tiny variant.
+  smaller depths/width give the quickstart's tiny variant. remat=True recomputes
+  the residual blocks' activations in the backward pass instead of storing them.
   """
   depths: Sequence[int] = DARKNET53_DEPTHS
   width: float = 1.0
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     ch = lambda c: max(8, int(c * self.width))
     x = ConvBN(ch(32), 3, 1, dtype=self.dtype, name='yolo_input')(x, train)
     x = ConvBN(2 * ch(32), 3, 2, dtype=self.dtype, name='yolo_input.downsample')(x, train)
+    block_conv = nn.remat(ConvBN, static_argnums=(2,)) if self.remat else ConvBN
     outs = []
     for s, depth in enumerate(self.depths):
       c = ch(32 * 2 ** s)
       for b in range(depth):
-        y = ConvBN(c, 1, dtype=self.dtype, name=f'stage.{s}.{b}.0')(x, train)
-        y = ConvBN(2 * c, 3, dtype=self.dtype, name=f'stage.{s}.{b}.1')(y, train)
+        y = block_conv(c, 1, dtype=self.dtype, name=f'stage.{s}.{b}.0')(x, train)
+        y = block_conv(2 * c, 3, dtype=self.dtype, name=f'stage.{s}.{b}.1')(y, train)
         x = x + y
       outs.append(x)
       if s < len(self.depths) - 1:
