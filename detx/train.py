@@ -182,7 +182,7 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
   evaluator = CocoEvaluator(dataset.annotation_file, dataset.category_ids,
                             image_ids=dataset.image_ids,
                             iou_types=('bbox', 'segm') if has_masks else ('bbox',))
-  t0, seen, drawn = time.time(), 0, []
+  t0, seen, drawn, next_report = time.time(), 0, [], 1
   for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
     inputs = model_inputs(module, batch, False)
     if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
@@ -200,6 +200,11 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
     evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
                   masks=masks)
     seen += int(batch['valid'].sum())
+    if seen >= next_report or seen == dataset.num_images:
+      rate = seen / max(time.time() - t0, 1e-9)
+      print(f'eval {seen}/{dataset.num_images} images {rate:.1f} img/s '
+            f'eta {(dataset.num_images - seen) / max(rate, 1e-9) / 60:.1f} min', flush=True)
+      next_report = seen + max(1, dataset.num_images // 5)
     if writer is not None and len(drawn) < config.eval.draw_images:
       drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
                 for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
