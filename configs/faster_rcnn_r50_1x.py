@@ -43,9 +43,8 @@ def get_config():
   c.data.long_side = 1333
   c.data.max_boxes = 100
   c.data.with_masks = False
-  c.data.mask_size = 28
+  c.data.mask_size = 112  # GT crops (Mask R-CNN); targets are resampled from them
   c.data.num_workers = 8
-  c.eval.size = 1333  # the longest side (also the train loop's init batch)
   c.eval.batch_size = 8
 
   c.train.batch_size = 8

@@ -21,7 +21,6 @@ def get_config():
                test_pre_nms_top_n=1000, test_post_nms_top_n=1000, test_collect_top_n=1000,
                collect_images=2, eval_pad_stride=32)
   m.roi.update(resolution=7, sampling_ratio=2)
-  c.data.mask_size = 56
 
   c.train.batch_size = 16
   c.train.steps = 90000

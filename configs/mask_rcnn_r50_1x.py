@@ -16,5 +16,4 @@ def get_config():
   c.model.name = 'mask_rcnn'
   c.model.mask = dict(resolution=14, roi_resolution=14, num_convs=0, conv_dim=256)
   c.data.with_masks = True
-  c.data.mask_size = 28
   return c

@@ -7,8 +7,8 @@ Expected (PaddleDetection, 8 GPUs x 1 image): box AP 37.9, mask AP 34.2.
 Schedule (PADDLEDET_SPEC §3, "Mask r50_fpn 1x"): 1 img/GPU x 8 = batch 8, lr 0.01, 180k
 iterations, x0.1 at 120k and 160k, warmup 500 from 1/3, L2 1e-4 (preset '1x_b8').
 lr proportional to the batch: batch 16 -> lr 0.02, 90k steps.
-Mask head: 4 convs + deconv on 14x14 RoIAlign features, 28x28 masks (data.mask_size 56:
-the GT crops the 28x28 targets are resampled from).
+Mask head: 4 convs + deconv on 14x14 RoIAlign features, 28x28 masks (resampled from the
+data pipeline's 112x112 GT crops, data.mask_size).
 """
 from detx import config as base
 from detx import schedules
@@ -20,7 +20,6 @@ def get_config():
   c.model.mask = dict(resolution=28, roi_resolution=14, num_convs=4, conv_dim=256)
   c.model.rpn.collect_images = 1
   c.data.with_masks = True
-  c.data.mask_size = 56
 
   c.train.batch_size = 8
   c.train.steps = 180000

@@ -3,7 +3,8 @@ into the original image (numpy / OpenCV / pycocotools), PADDLEDET_SPEC §2.4 and
 
 Ground truth masks come from the data pipeline as one M x M crop per GT box: pixel
 (i, j) of GT g's crop samples the image at (y1 + (i + 0.5) h / M, x1 + (j + 0.5) w / M)
-with w = x2 - x1, h = y2 - y1 of that GT box (Detectron's polys_to_mask_wrt_box frame).
+with w = max(x2 - x1, 1), h = max(y2 - y1, 1) of that GT box (Detectron's
+polys_to_mask_wrt_box frame; detx/data/masks.py).
 
 `mask_targets` resamples those crops into the frame of each RoI (Paddle's
 generate_mask_labels rasterises the matched GT's polygons inside the RoI box; resampling
@@ -48,7 +49,7 @@ def mask_targets(gt_masks, gt_boxes, rois, matched, resolution: int, threshold: 
 
   def axis(r0, r1, g0, g1):
     pos = r0[..., None] + t * jnp.maximum(r1 - r0, 1.0)[..., None]  # image coords
-    gsize = jnp.maximum(g1 - g0, 1e-6)[..., None]
+    gsize = jnp.maximum(g1 - g0, 1.0)[..., None]  # the crop frame's max(x2 - x1, 1)
     return _interp_matrix((pos - g0[..., None]) * m / gsize - 0.5, m)  # [..., R, res, M]
 
   wy = axis(rois[..., 1], rois[..., 3], gb[..., 1], gb[..., 3])

@@ -60,9 +60,9 @@ def avg_pool_ceil_exclusive(x, window: int = 2, stride: int = 2):
   pad = ((0, 0), (0, (out_h - 1) * stride + window - h), (0, (out_w - 1) * stride + window - w),
          (0, 0))
   dims, strides = (1, window, window, 1), (1, stride, stride, 1)
-  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, strides, pad)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pad)  # scalar 0: differentiable sum
   ones = jnp.ones((1, h, w, 1), x.dtype)
-  count = jax.lax.reduce_window(ones, jnp.zeros((), x.dtype), jax.lax.add, dims, strides, pad)
+  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pad)
   return total / count
 
 
