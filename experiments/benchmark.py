@@ -514,7 +514,7 @@ def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 
         if close is not None:
           close()
       if is_rcnn(config):
-        shape = 'x'.join(str(v) for v in loader.bucket_shapes(config, 'train')[0]) + ' buckets'
+        shape = ' or '.join(f'{h}x{w}' for h, w in loader.bucket_shapes(config, 'train'))
       else:
         sizes = loader.train_sizes(config)
         shape = f'{min(sizes)}-{max(sizes)}' if len(sizes) > 1 else str(sizes[0])

@@ -138,7 +138,7 @@ def test_loader_mode_on_a_tiny_dataset(shapes_dir, tmp_cache):
   assert all(r['detx_img_s'] > 0 for r in rows)
   table = bench.loader_markdown(rows)
   assert '| yolo | yolov3_darknet | 320-608 | 2 | 0 |' in table
-  assert '| rcnn | faster_rcnn_r50_fpn_1x | 64x64 buckets | 2 | 0 |' in table
+  assert '| rcnn | faster_rcnn_r50_fpn_1x | 64x64 | 2 | 0 |' in table
 
 
 @pytest.mark.slow
