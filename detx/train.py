@@ -309,7 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
                                           if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
         best.offer(step, state.as_dict(), result)
-      if stop.requested:
+      if stop.requested:  # the signal may land after this step's save decision
+        ckpt.save(step, state.as_dict())
         break
   if do_eval and start == config.train.steps and not result:  # resumed a finished run
     result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=start)
