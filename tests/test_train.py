@@ -124,3 +124,47 @@ def test_same_seed_same_losses_and_tensorboard_images(tmp_path):
   from tensorboardX.proto import event_pb2  # noqa: F401  (events are readable protobufs)
   events = list((tmp_path / 'a' / 'tensorboard').iterdir())
   assert events and b'predictions/' in b''.join(e.read_bytes() for e in events)
+
+
+def test_rcnn_eval_compiles_once_per_bucket(coco_tiny_dir, tmp_path, monkeypatch):
+  """An R-CNN evaluation over the 80 coco_tiny val images compiles programs only on the
+  first batch of each pad bucket (a shallow R50-FPN at data.max_size 128)."""
+  from detx import config as cfg
+  from detx.data import loader
+  from detx.models.backbones import resnet
+  monkeypatch.setitem(resnet.BLOCKS, 50, (1, 1, 1, 1))
+  c = cfg.load('faster_rcnn_r50_fpn_1x')
+  c.data.dir = str(coco_tiny_dir)
+  c.data.cache_dir = str(tmp_path / 'tfds')
+  c.data.max_size = 128
+  c.data.num_workers = 0
+  c.eval.batch_size = 2
+  c.model.rpn.update(test_pre_nms_top_n=128, test_post_nms_top_n=64, test_collect_top_n=64)
+  c.model.nms.update(max_candidates=256, keep_top_k=20)
+  metrics.install_compile_counter()
+  mesh = sharding.make_mesh()
+  module, rules = build_model(c)
+  tx, _ = train.make_optimizer(c, rules)
+  state = train.init_state(c, module, tx, mesh)
+  inner = train.make_eval_step(module, mesh)
+  seen, log = set(), []
+  total = lambda: sum(metrics.compile_counts().values())  # compiles + persistent-cache hits
+  last = [total()]
+
+  def counted(variables, batch):
+    shape = tuple(batch['image'].shape[1:3])
+    between = total() - last[0]  # compiled by the loop between two eval steps
+    before = total()
+    out = jax.block_until_ready(inner(variables, batch))
+    last[0] = total()
+    log.append((shape, shape in seen, last[0] - before + (between if log else 0)))
+    seen.add(shape)
+    return out
+
+  result = train.evaluate(c, module, state.variables(), mesh, counted)
+  assert result['eval/images'] == 80
+  assert len(log) == 40
+  buckets = set(loader.bucket_shapes(c, 'eval'))
+  assert seen <= buckets and len(seen) >= 2, (seen, buckets)
+  assert all(n > 0 for _, again, n in log if not again), log
+  assert all(n == 0 for _, again, n in log if again), log
