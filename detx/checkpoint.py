@@ -69,16 +69,25 @@ class BestCheckpointer:
       self.manager.close()
 
 
-def restore_variables(path, target):
-  """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir."""
-  path = Path(path).resolve()
+def is_checkpoint(path) -> bool:
+  """Whether `path` is a detx workdir, its checkpoints/ dir or one step dir of it."""
+  path = Path(path).expanduser()
+  return path.is_dir() and ((path / 'checkpoints').is_dir() or path.name == 'checkpoints'
+                            or (path / 'default').is_dir())
+
+
+def restore_variables(path, target=None):
+  """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir (the
+  latest step of the first two). target=None: the saved tree as it is (numpy arrays)."""
+  path = Path(path).expanduser().resolve()
   if (path / 'checkpoints').is_dir():
     path = path / 'checkpoints'
+  args = ocp.args.StandardRestore(target)
   if path.name == 'checkpoints' or not any(p.name == 'default' for p in path.iterdir()):
     mgr = ocp.CheckpointManager(path)
     step = mgr.latest_step()
     if step is None:
       raise FileNotFoundError(f'no checkpoint under {path}')
-    return mgr.restore(step, args=ocp.args.StandardRestore(target))
+    return mgr.restore(step, args=args)
   mgr = ocp.CheckpointManager(path.parent)
-  return mgr.restore(int(path.name), args=ocp.args.StandardRestore(target))
+  return mgr.restore(int(path.name), args=args)

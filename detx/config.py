@@ -17,7 +17,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 def default() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = dict(name='', num_classes=80, dtype='float32', remat=False)
+  c.model = dict(name='', num_classes=80, dtype='float32', remat=False, pretrained='')
   c.data = dict(
       name='coco', dir='', train_split='train', train_limit=0, max_size=0,
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,

@@ -92,6 +92,19 @@ def init_state(config, module, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def load_pretrained(config, state: TrainState, rules) -> TrainState:
+  """model.pretrained (Paddle weights or a detx run) into a fresh state's variables."""
+  path = config.model.get('pretrained', '')
+  if not path:
+    return state
+  from detx.weights import pretrained
+  variables, summary = pretrained.load(jax.device_get(state.variables()), path, rules.paddle)
+  print(summary, flush=True)
+  shard = state_sharding(state)
+  return state.replace(params=jax.device_put(variables['params'], shard.params),
+                       batch_stats=jax.device_put(variables['batch_stats'], shard.batch_stats))
+
+
 def state_sharding(state):
   return jax.tree.map(lambda x: x.sharding, state)
 
@@ -268,6 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if ckpt.latest_step() is not None:
     state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
     print(f'detx: resumed from {ckpt.directory}/{ckpt.latest_step()}', flush=True)
+  else:
+    state = load_pretrained(config, state, rules)
   start = int(jax.device_get(state.step))
   end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
   writer = metrics.MetricWriter(workdir)

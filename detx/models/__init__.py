@@ -23,9 +23,12 @@ class ParamRules:
   decay_mask(params) -> bool pytree: which parameters get the global L2.
   lr_mult(params) -> float pytree or None: per-parameter lr multiplier
   (2.0 for Detectron-style biases, 0.0 for frozen parameters); None = all 1.
+  paddle: detx.weights.paddle name rules mapping the variables to Paddle's parameter
+  names (model.pretrained, the zoo checkpoints); () = none known.
   """
   decay_mask: Callable
   lr_mult: Callable | None = None
+  paddle: tuple = ()
 
 
 def build_model(config: ml_collections.ConfigDict):
@@ -41,7 +44,8 @@ def build_model(config: ml_collections.ConfigDict):
         depths=tuple(m.depths), width=m.width, ignore_thresh=m.ignore_thresh,
         label_smooth=m.label_smooth, nms=dict(m.nms), conf_thresh=m.conf_thresh,
         dtype=dtype, remat=bool(m.get('remat', False)))
-    return module, ParamRules(yolov3.weight_decay_mask)
+    from detx.weights import paddle as pw
+    return module, ParamRules(yolov3.weight_decay_mask, paddle=pw.YOLOV3_RULES)
   if m.name in ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn'):
     from detx.models import rcnn
     return rcnn.build(config)

@@ -510,4 +510,5 @@ def build(config):
                   zip(('bbox_head', 'bbox_head_2', 'bbox_head_3'), c.loss_weights)}
   module = ARCHS[m.name](**kw)
   return module, ParamRules(weight_decay_mask,
-                            make_lr_mult(b.freeze_at, b.freeze_norm, stage_mult))
+                            make_lr_mult(b.freeze_at, b.freeze_norm, stage_mult),
+                            paddle_rules(module))
