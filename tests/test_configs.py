@@ -25,6 +25,7 @@ from detx.train import make_optimizer
 CONFIGS = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py'))
 ZOO_MD = Path(__file__).parents[1].parent / 'shared/reference/ZOO.md'
 RCNN = ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn')
+RCNN_PIPELINE = RCNN + ('retinanet',)  # models fed by the R-CNN data pipeline
 # Init and eval steps run little compute: XLA's cheapest CPU compile. The train step's
 # backward pass is heavier (the C4 res5 head): keep the backend optimisations for it.
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
@@ -68,6 +69,8 @@ def _tiny(c):
                        test_post_nms_top_n=64, test_collect_top_n=64)
     c.model.roi.batch_size_per_im = 16
     c.model.nms.update(max_candidates=256, keep_top_k=10)
+  if c.model.name == 'retinanet':
+    c.model.nms.update(pre_nms_top_n=100, keep_top_k=10)
   return c
 
 
@@ -119,7 +122,7 @@ def _compiled(c):
 
 
 def _compile(c, module, rules):
-  batch = _rcnn_batch(c) if c.model.name in RCNN else _yolo_batch(c)
+  batch = _rcnn_batch(c) if c.model.name in RCNN_PIPELINE else _yolo_batch(c)
   train_b = {k: batch[k] for k in module.TRAIN_KEYS}
   eval_b = {k: batch[k] for k in module.EVAL_KEYS}
   tx, lr_fn = make_optimizer(c, rules)
@@ -167,6 +170,8 @@ def test_config(name):
     assert ap in doc.split('"""')[1], f'{name}: the docstring should state the zoo AP {ap}'
   if c.model.name in RCNN:
     _check_rcnn_schedule(c)
+  if c.model.name == 'retinanet':
+    _check_retinanet_schedule(c)
   module, _ = build_model(c)
   _check_real_params(c, module)
 
@@ -185,21 +190,21 @@ def test_config(name):
   assert dets['classes'].shape == (2, k)
   if getattr(module, 'HAS_MASKS', False):
     assert dets['masks'].shape[:2] == (2, k)
-  if c.model.name in RCNN:
+  if c.model.name in RCNN_PIPELINE:
     _check_frozen(c, variables['params'], new_vars['params'])
 
 
 def _check_real_params(c, module):
   """Abstract init of the full model: its size and Paddle's layer names."""
-  batch = _rcnn_batch(c) if c.model.name in RCNN else _yolo_batch(c)
-  if c.model.name in RCNN:
+  batch = _rcnn_batch(c) if c.model.name in RCNN_PIPELINE else _yolo_batch(c)
+  if c.model.name in RCNN_PIPELINE:
     init = lambda: module.init(jax.random.key(0), batch['image'], method=type(module).init_params)
   else:
     init = lambda: module.init(jax.random.key(0), batch, train=False)
   params = jax.eval_shape(init)['params']
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   assert n > 0
-  if c.model.name not in RCNN:
+  if c.model.name not in RCNN_PIPELINE:
     return
   assert n > 30e6, n
   names = {'/'.join(str(getattr(k, 'key', k)) for k in path)
@@ -208,10 +213,12 @@ def _check_real_params(c, module):
   b = c.model.backbone
   assert ('conv1_1/' in joined) == (b.variant == 'd')
   assert ('res4b22_branch2c' in joined) == (b.depth == 101)
-  assert ('rpn_cls_logits_fpn2' in joined) == c.model.fpn
+  assert ('rpn_cls_logits_fpn2' in joined) == c.model.get('fpn', False)
+  assert ('retnet_cls_pred_fpn3' in joined) == (c.model.name == 'retinanet')
+  assert ('fpn_7/' in joined) == (c.model.name == 'retinanet')
   assert ('res5a_branch2a' in joined)  # backbone res5 (FPN) or the C4 box head
   assert ('mask_fcn_logits' in joined) == (c.model.name == 'mask_rcnn')
-  assert ('mask_inter_feat_4' in joined) == (c.model.name == 'mask_rcnn' and c.model.fpn)
+  assert ('mask_inter_feat_4' in joined) == (c.model.name == 'mask_rcnn' and c.model.get('fpn'))
   assert ('fc6_3' in joined) == (c.model.name == 'cascade_rcnn')
 
 
@@ -224,6 +231,14 @@ def _check_rcnn_schedule(c):
   assert c.optim.weight_decay == 1e-4 and c.optim.momentum == 0.9
 
 
+def _check_retinanet_schedule(c):
+  """RetinaNet: lr 0.01 at batch 16 (half the R-CNN rate, ZOO.md), the 1x schedule."""
+  assert c.optim.base_lr == pytest.approx(0.01 * c.train.batch_size / 16)
+  assert c.optim.schedule.preset == '1x' and c.train.steps * c.train.batch_size == 90000 * 16
+  assert c.optim.weight_decay == 1e-4 and c.optim.momentum == 0.9
+  assert c.data.pad_multiple == 128
+
+
 def _check_frozen(c, before, after):
   """freeze_at 2: the stem and res2 stay as they were; res3 and the heads move."""
   stem = 'conv1_1' if c.model.backbone.variant == 'd' else 'conv1'
@@ -231,4 +246,5 @@ def _check_frozen(c, before, after):
   assert same(before['backbone'][stem], after['backbone'][stem])
   assert same(before['backbone']['res2'], after['backbone']['res2'])
   assert not same(before['backbone']['res3'], after['backbone']['res3'])
-  assert not same(before['rpn'], after['rpn'])
+  head = 'head' if c.model.name == 'retinanet' else 'rpn'
+  assert not same(before[head], after[head])

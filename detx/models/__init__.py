@@ -49,5 +49,8 @@ def build_model(config: ml_collections.ConfigDict):
   if m.name in ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn'):
     from detx.models import rcnn
     return rcnn.build(config)
+  if m.name == 'retinanet':
+    from detx.models import retinanet
+    return retinanet.build(config)
   raise ValueError(f'unknown model.name {m.name!r}; known: yolov3, faster_rcnn, mask_rcnn, '
-                   'cascade_rcnn')
+                   'cascade_rcnn, retinanet')
