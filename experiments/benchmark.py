@@ -10,9 +10,10 @@ achieved GFLOP/s (XLA's cost analysis of the compiled program / time) as a
 fraction of a float32 matmul's GFLOP/s measured in the same run.
 
 YOLO rows use the zoo's square sizes (PLANS). R-CNN rows (data.pipeline 'rcnn',
-any such config name) use a synthetic batch of one image resized to 800x1333
-and padded to the first bucket of loader.bucket_shapes (800x1344); --sizes=N
-sets data.max_size=N for them (smaller buckets).
+any such config name, RetinaNet included) use a synthetic batch of one image
+resized to 800x1333 and padded to the first bucket of loader.bucket_shapes
+(800x1344; RetinaNet 896x1408); --sizes=N sets data.max_size=N for them
+(smaller buckets).
 
 --compare=torchvision runs torchvision's counterpart of each model (random
 weights, frozen BN and trainable stages as the detx config: `fasterrcnn_resnet50_fpn`,

@@ -76,16 +76,19 @@ def test_markdown_fills_the_peer_columns():
           '2.00x | 10.0 | 50% | 60.0 | 4.0 | 1000 |') in table
 
 
-@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'mask_rcnn_r50_fpn_1x'])
-def test_rcnn_batch_matches_the_data_contract(name):
+@pytest.mark.parametrize('name,pad,small', [
+    ('faster_rcnn_r50_fpn_1x', (800, 1344), '160x256'),
+    ('mask_rcnn_r50_fpn_1x', (800, 1344), '160x256'),
+    ('retinanet_r50_fpn_1x', (896, 1408), '256x256'),  # padded to multiples of 128
+])
+def test_rcnn_batch_matches_the_data_contract(name, pad, small):
   from detx.data import loader, transforms
   from detx.models import build_model
   config = bench.load_config(name, {})
   assert bench.is_rcnn(config)
   batch = bench.rcnn_batch(config, 1, np.random.default_rng(0))
   settings = loader.rcnn_settings(config)
-  pad = loader.bucket_shapes(config, 'train')[0]
-  assert tuple(pad) == (800, 1344)
+  assert tuple(loader.bucket_shapes(config, 'train')[0]) == pad
   ref = transforms.rcnn_padding_example(pad, settings['max_boxes'], settings['with_masks'],
                                         settings['mask_size'])
   assert set(batch) == set(ref)
@@ -102,15 +105,18 @@ def test_rcnn_batch_matches_the_data_contract(name):
   if settings['with_masks']:
     assert batch['gt_masks'][0][real].all() and not batch['gt_masks'][0][~real].any()
   labels = [(m, s, b) for m, s, b, _ in bench.plan(name, config)]
-  assert labels == [('train', '800x1344', 1), ('infer', '800x1344', 1)]
+  label = f'{pad[0]}x{pad[1]}'
+  assert labels == [('train', label, 1), ('infer', label, 1)]
   config.data.max_size = 256  # what --sizes=256 does for R-CNN models
-  assert bench.plan(name, config)[0][1] == '160x256'
+  assert bench.plan(name, config)[0][1] == small
 
 
 def test_torchvision_counterparts():
   peer = lambda name: bench.torchvision_peer(bench.load_config(name, {}))
   assert peer('faster_rcnn_r50_fpn_1x') == 'fasterrcnn_resnet50_fpn'
   assert peer('mask_rcnn_r50_fpn_1x') == 'maskrcnn_resnet50_fpn'
+  assert peer('retinanet_r50_fpn_1x') == 'retinanet_resnet50_fpn'
+  assert peer('retinanet_r101_fpn_1x') is None
   assert peer('faster_rcnn_r50_1x') is None        # C4: no torchvision model
   assert peer('faster_rcnn_r101_fpn_1x') is None
   assert peer('yolov3_darknet') is None
