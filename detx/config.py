@@ -28,7 +28,7 @@ def default() -> ml_collections.ConfigDict:
                  checkpoint_every=500, keep_checkpoints=3, max_bad_steps=20,
                  best_metric='bbox/AP', inject_nan_steps=(),
                  param_sharding='replicated', grad_accum=1)
-  c.optim = dict(base_lr=0.001, momentum=0.9, weight_decay=0.0)
+  c.optim = dict(base_lr=0.001, momentum=0.9, weight_decay=0.0, clip_norm=0.0)
   c.compile_cache = '~/.cache/detx/jax'  # JAX persistent compilation cache; '' = off
   return c
 

@@ -55,10 +55,13 @@ def dummy_batch(config) -> dict:
 
 
 def make_optimizer(config, rules):
-  """Coupled L2 + momentum, then the per-parameter lr multipliers of `rules`
-  (a models.ParamRules); the scheduled lr is applied in the step."""
+  """Optional global-norm gradient clipping (optim.clip_norm, 0 = off, as the zoo),
+  coupled L2 + momentum, then the per-parameter lr multipliers of `rules` (a
+  models.ParamRules); the scheduled lr is applied in the step."""
   lr_fn = schedules.learning_rate(config.optim.base_lr, config.optim.schedule, config.train.steps)
-  parts = [optax.add_decayed_weights(config.optim.weight_decay, mask=rules.decay_mask)]
+  clip = float(config.optim.get('clip_norm', 0.0))
+  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
+  parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=rules.decay_mask))
   if config.optim.momentum:
     parts.append(optax.trace(decay=config.optim.momentum))
   if rules.lr_mult is not None:
