@@ -72,8 +72,8 @@ def test_head_runs_like_paddle_with_its_weights():
   leaves = traverse_util.flatten_dict({'params': params})
   w = {n: paddle.to_tensor(layout.to_paddle(np.asarray(leaves[k])))
        for k, (n, layout) in mapping.items()}
-  logits, deltas = retina._flatten(module.apply({'params': params}, [jnp.asarray(f) for f in feats]),
-                                   classes)
+  outs = module.apply({'params': params}, [jnp.asarray(f) for f in feats])
+  logits, deltas = retina.flatten_levels(outs, classes)
 
   def conv(x, name):
     return F.conv2d(x, w[name + '_w'], w[name + '_b'], padding=1)

@@ -80,7 +80,9 @@ def level_anchors(feat_shapes: Sequence[Sequence[int]], strides: Sequence[float]
   return out
 
 
-def _flatten(outs, num_classes: int):
+def flatten_levels(outs, num_classes: int):
+  """Per-level head outputs -> ([N, H_l * W_l * A, C] logits, [N, H_l * W_l * A, 4] deltas),
+  row (h * W + w) * A + a: the order of `level_anchors` and of Paddle's reshape."""
   n = outs[0][0].shape[0]
   logits = [l.reshape(n, -1, num_classes) for l, _ in outs]
   deltas = [d.reshape(n, -1, 4) for _, d in outs]
@@ -103,7 +105,7 @@ def retina_losses(outs, anchors: Sequence[jax.Array], gt_boxes, gt_labels, gt_va
   divided by its fg_num, then the groups are averaged.
   Returns {'loss_cls', 'loss_bbox'}.
   """
-  logits, deltas = (jnp.concatenate(x, axis=1) for x in _flatten(outs, num_classes))
+  logits, deltas = (jnp.concatenate(x, axis=1) for x in flatten_levels(outs, num_classes))
   all_anchors = jnp.concatenate(list(anchors), axis=0)
   n = logits.shape[0]
 
@@ -126,7 +128,7 @@ def retina_detections(outs, anchors: Sequence[jax.Array], info, num_classes: int
                       nms_threshold: float = 0.5, keep_top_k: int = 100):
   """RetinaHead.get_prediction: sigmoid scores per level, then
   ops.retinanet_detection_output with im_info `info` [N, 3]; no gradient."""
-  logits, deltas = _flatten(jax.lax.stop_gradient(outs), num_classes)
+  logits, deltas = flatten_levels(jax.lax.stop_gradient(outs), num_classes)
   scores = [jax.nn.sigmoid(l) for l in logits]
   return ops.retinanet_detection_output(scores, deltas, list(anchors), info, score_threshold,
                                         pre_nms_top_n, keep_top_k, nms_threshold)
