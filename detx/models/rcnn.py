@@ -108,6 +108,7 @@ class RCNN(nn.Module):
   nms_threshold: float = 0.5
   max_candidates: int = 4096
   dtype: Dtype = jnp.float32
+  remat: bool = False  # recompute backbone stages in the backward pass
 
   HAS_MASKS = False
   TRAIN_KEYS = ('image', 'image_hw', 'scale', 'boxes', 'classes', 'is_crowd', 'box_mask')
@@ -117,7 +118,7 @@ class RCNN(nn.Module):
   def setup(self):
     levels = (2, 3, 4, 5) if self.fpn else (4,)
     self.backbone = ResNet(self.depth, self.variant, self.norm, self.freeze_norm,
-                           self.freeze_at, levels, dtype=self.dtype)
+                           self.freeze_at, levels, dtype=self.dtype, remat=self.remat)
     if self.fpn:
       self.neck = FPN(256, 2, 6, dtype=self.dtype)
       self.rpn = RPNHead(len(self.aspect_ratios), 256, '_fpn2', self.dtype)
@@ -495,7 +496,7 @@ def build(config):
       canonical_level=roi.canonical_level,
       score_threshold=nms.score_threshold, keep_top_k=nms.keep_top_k,
       nms_threshold=nms.nms_threshold, max_candidates=nms.max_candidates,
-      dtype=jnp.dtype(m.dtype))
+      dtype=jnp.dtype(m.dtype), remat=bool(m.get('remat', False)))
   stage_mult = None
   if m.name == 'mask_rcnn':
     mk = m.mask

@@ -323,3 +323,4 @@ def test_faster_rcnn_fpn_overfits_two_boxes(monkeypatch):
   for c, k in enumerate(top):
     iou = ops.box_iou(dets['boxes'][0, k][None], batch['boxes'][0, c][None], legacy=True)
     assert float(iou[0, 0]) > 0.5, (c, dets['boxes'][0, k], float(loss))
+

@@ -220,3 +220,32 @@ def test_bad_arguments():
     _shapes(ResNet(return_levels=(1, 2)), X)
   with pytest.raises(ValueError, match='norm'):
     _shapes(ResNet(depth=18, norm='gn'), X)
+
+
+@pytest.mark.parametrize('norm', ['affine', 'bn'])
+def test_remat_gives_the_same_features_and_gradients(monkeypatch, norm):
+  monkeypatch.setitem(resnet.BLOCKS, 50, (1, 2, 1, 1))
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  out = {}
+  for remat in (False, True):
+    model = ResNet(50, 'd', norm, freeze_norm=False, freeze_at=0, remat=remat)
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(p):
+      feats, _ = model.apply({**variables, 'params': p}, x, True, mutable=['batch_stats'])
+      return sum(jnp.mean(f ** 2) for f in feats.values())
+    out[remat] = jax.jit(jax.value_and_grad(loss))(variables['params'])
+  np.testing.assert_allclose(out[False][0], out[True][0], rtol=1e-6)
+  flat = [traverse_util.flatten_dict(out[r][1]) for r in (False, True)]
+  assert flat[0].keys() == flat[1].keys()  # same parameter paths (checkpoints, Paddle names)
+  for k in flat[0]:
+    np.testing.assert_allclose(flat[0][k], flat[1][k], rtol=2e-3, atol=1e-6, err_msg=str(k))
+
+
+def test_rcnn_passes_remat_to_its_backbone():
+  from detx import config as cfg
+  from detx.models import build_model
+  c = cfg.load('faster_rcnn_r50_fpn_1x')
+  c.model.remat = True
+  module, _ = build_model(c)
+  assert module.remat

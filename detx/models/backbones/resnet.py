@@ -211,6 +211,7 @@ class ResNet(nn.Module):
   Paddle itself only stops gradients at res2..res5 outputs, so freeze_at=1 there freezes
   nothing, here it freezes the stem. groups > 1 gives ResNeXt (group_width per group).
   Stages past max(return_levels) are not built: return_levels=(4,) is the C4 backbone.
+  remat: recompute each stage's activations in the backward pass (memory for compute).
   """
   depth: int = 50
   variant: str = 'b'
@@ -221,6 +222,7 @@ class ResNet(nn.Module):
   groups: int = 1
   group_width: int = 64
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -237,8 +239,9 @@ class ResNet(nn.Module):
       x = jax.lax.stop_gradient(x)
     x = max_pool_3x3_s2(x)
     outs = {}
+    stage_cls = nn.remat(ResNetStage, static_argnums=(2,)) if self.remat else ResNetStage
     for stage in range(2, max(self.return_levels) + 1):
-      x = ResNetStage(stage, self.depth, self.variant, self.groups, self.group_width,
+      x = stage_cls(stage, self.depth, self.variant, self.groups, self.group_width,
                       name=f'res{stage}', **kw)(x, train)
       if stage <= self.freeze_at:
         x = jax.lax.stop_gradient(x)
