@@ -65,6 +65,7 @@ class RetinaNet(nn.Module):
   nms_threshold: float = 0.5
   keep_top_k: int = 100
   dtype: Dtype = jnp.float32
+  remat: bool = False  # recompute backbone stages in the backward pass
 
   HAS_MASKS = False
   TRAIN_KEYS = ('image', 'boxes', 'classes', 'is_crowd', 'box_mask')
@@ -72,7 +73,7 @@ class RetinaNet(nn.Module):
 
   def setup(self):
     self.backbone = ResNet(self.depth, self.variant, self.norm, self.freeze_norm,
-                           self.freeze_at, (3, 4, 5), dtype=self.dtype)
+                           self.freeze_at, (3, 4, 5), dtype=self.dtype, remat=self.remat)
     self.neck = retinanet_fpn(256, self.dtype)
     self.head = RetinaHead(self.num_classes, len(self.aspect_ratios) * self.scales_per_octave,
                            self.head_channels, self.num_convs, self.prior_prob, '_fpn3',
@@ -138,6 +139,6 @@ def build(config):
       gamma=loss.gamma, alpha=loss.alpha, sigma=loss.sigma, loss_group_images=loss.group_images,
       eval_pad_stride=m.eval_pad_stride, score_threshold=nms.score_threshold,
       pre_nms_top_n=nms.pre_nms_top_n, nms_threshold=nms.nms_threshold,
-      keep_top_k=nms.keep_top_k, dtype=jnp.dtype(m.dtype))
+      keep_top_k=nms.keep_top_k, dtype=jnp.dtype(m.dtype), remat=bool(m.get('remat', False)))
   return module, ParamRules(rcnn.weight_decay_mask, rcnn.make_lr_mult(b.freeze_at, b.freeze_norm),
                             paddle_rules())

@@ -242,10 +242,14 @@ def test_remat_gives_the_same_features_and_gradients(monkeypatch, norm):
     np.testing.assert_allclose(flat[0][k], flat[1][k], rtol=2e-3, atol=1e-6, err_msg=str(k))
 
 
-def test_rcnn_passes_remat_to_its_backbone():
+@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'retinanet_r50_fpn_1x'])
+def test_detectors_pass_remat_to_their_backbone(name):
   from detx import config as cfg
   from detx.models import build_model
-  c = cfg.load('faster_rcnn_r50_fpn_1x')
+  c = cfg.load(name)
   c.model.remat = True
   module, _ = build_model(c)
   assert module.remat
+  params = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)),
+                                              method=type(module).init_params))['params']
+  assert 'res3' in params['backbone']  # the remat-wrapped stages keep their names
