@@ -1,0 +1,73 @@
+"""Slow tier: Faster R-CNN R50-FPN (faster_rcnn_r50_fpn_1x's model) fits 8 real COCO images.
+
+No ImageNet weights can be fetched here, and a random-init ResNet50 does not train with
+the zoo's frozen affine norms. So, shared by the tests (module fixture):
+  phase 1  Faster R-CNN R50-FPN, every stage trained, BatchNorm on batch statistics,
+           gradient clipping, 300 steps of 4 images;
+then a test runs
+  phase 2  its config from phase 1 (model.pretrained; new heads start from init) with
+           those norms frozen at their running statistics, 100 steps, so the model adapts
+           to the statistics evaluation uses (straight after phase 1, with batch
+           statistics of 4 images, AP50 was 0.44 on the same images).
+Images at a short side of 128 (data.max_size 213; the issue asks ~320, five times the
+compute: the phases would take over an hour on this 2-core CPU instead of ~15 minutes).
+Measured here (CPU): phase 2 Faster R-CNN AP50 0.91. The same phase 2 for
+mask_rcnn_r50_fpn_1x and cascade_rcnn_r50_fpn_1x (their extra heads from init) is the
+next step; the Mask R-CNN one runs ~5 s per step here (the mask branch).
+"""
+import pytest
+
+from detx import config as cfg
+from detx import train
+from tests.test_overfit import OVERFIT_IMAGE_IDS, coco_subset
+
+
+def _config(name, data, cache, steps, **overrides):
+  c = cfg.load(name)
+  c.data.dir = str(data)
+  c.data.cache_dir = str(cache)
+  c.eval.split = 'train'  # evaluated on the images it trained on
+  c.data.augment = 'none'
+  c.data.num_workers = 0
+  c.data.max_size = 213   # 800/1333 -> 128/213; anchors and the FPN canonical size follow
+  c.model.backbone.update(norm='bn', freeze_norm=False, freeze_at=0)
+  c.model.roi.batch_size_per_im = 128
+  c.train.batch_size = 4
+  c.train.steps = steps
+  c.train.log_every = 50
+  c.train.checkpoint_every = 100000
+  c.eval.batch_size = 8
+  c.optim.base_lr = 0.01
+  c.optim.clip_norm = 10.0
+  c.optim.schedule.warmup_steps = 30
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.fixture(scope='module')
+def phase1(coco_tiny_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp('rcnn_overfit')
+  data = coco_subset(coco_tiny_dir, root / 'coco8', OVERFIT_IMAGE_IDS)
+  c = _config('faster_rcnn_r50_fpn_1x', data, root / 'tfds', 300)
+  train.train_and_evaluate(c, str(root / 'phase1'), do_eval=False)
+  return data, root
+
+
+def _phase2(name, phase1, tmp_path):
+  data, root = phase1
+  c = _config(name, data, root / 'tfds', 100, **{
+      'model.backbone.freeze_norm': True, 'model.pretrained': str(root / 'phase1'),
+      'optim.base_lr': 0.005, 'optim.schedule.warmup_steps': 0})
+  return train.train_and_evaluate(c, str(tmp_path / name))
+
+
+@pytest.mark.slow
+def test_faster_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
+  result = _phase2('faster_rcnn_r50_fpn_1x', phase1, tmp_path)
+  assert result['bbox/AP50'] >= 0.7, result  # measured 0.91
+
