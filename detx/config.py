@@ -8,6 +8,7 @@ train.batch_size, train.stop_at, train.log_every, train.checkpoint_every, eval.e
 """
 import importlib.util
 from pathlib import Path
+from typing import Any, Mapping
 
 import ml_collections
 
@@ -44,3 +45,15 @@ def load(name_or_path: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]):
+  """Sets dotted keys in place, e.g. override(c, {'data.max_size': 128}); returns config.
+  A missing parent raises KeyError (ml_collections suggests close names)."""
+  for key, value in values.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

@@ -159,13 +159,7 @@ def load_config(name: str, overrides: dict):
   config = cfg.load(name)
   config.optim.base_lr = BENCH_LR
   config.optim.schedule.lr_values = ()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return cfg.override(config, overrides)
 
 
 def is_rcnn(config) -> bool:

@@ -23,13 +23,7 @@ def tiny_config(tmp_path, steps=6, sizes=(64,), **overrides):
   c.train.steps = steps
   c.train.log_every = 1
   c.train.checkpoint_every = 3
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return cfg.override(c, overrides)
 
 
 def flat_params(tree) -> dict:

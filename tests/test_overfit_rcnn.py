@@ -40,13 +40,7 @@ def _config(name, data, cache, steps, **overrides):
   c.optim.base_lr = 0.01
   c.optim.clip_norm = 10.0
   c.optim.schedule.warmup_steps = 30
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return cfg.override(c, overrides)
 
 
 @pytest.fixture(scope='module')

@@ -22,13 +22,7 @@ def _config(name, **overrides):
                      test_pre_nms_top_n=128, test_post_nms_top_n=64, test_collect_top_n=64)
   c.model.roi.batch_size_per_im = 32
   c.model.nms.update(max_candidates=512, keep_top_k=20)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return cfg.override(c, overrides)
 
 
 def _abstract_params(module):
