@@ -1,4 +1,8 @@
-"""Greedy non-maximum suppression with static shapes (counts carried as masks)."""
+"""Greedy non-maximum suppression with static shapes (counts carried as masks).
+
+`nms` and `multiclass_nms` are the ops; `greedy_keep` (the suppression loop over
+score-sorted candidates) and `first_true` (gather the kept slots) are their shared core,
+also used by the R-CNN and RetinaNet detection outputs."""
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -27,7 +31,7 @@ def _overlap_row(box, boxes, legacy: bool):
   return jnp.where(disjoint, 0.0, iou)
 
 
-def _greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
+def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
   """Greedy NMS over candidates already sorted by score (best first).
 
   A kept candidate suppresses later candidates of the same class whose IoU with it
@@ -52,7 +56,7 @@ def _greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
   return keep
 
 
-def _first_true(mask, n: int):
+def first_true(mask, n: int):
   """Positions of the first n True entries of mask [K] (padded), and their validity."""
   order = jnp.argsort(~mask, stable=True)[:n]
   picked = mask[order]
@@ -75,8 +79,8 @@ def nms(boxes, scores, iou_threshold: float, max_output: int,
   sorted_boxes = boxes[order]
   valid = scores[order] > score_threshold
   classes = jnp.zeros(scores.shape, jnp.int32)
-  keep = _greedy_keep(sorted_boxes, valid, classes, iou_threshold, legacy, max_output)
-  pos, ok = _first_true(keep, max_output)
+  keep = greedy_keep(sorted_boxes, valid, classes, iou_threshold, legacy, max_output)
+  pos, ok = first_true(keep, max_output)
   idx = jnp.where(ok, order[pos], 0).astype(jnp.int32)
   return idx, ok
 
@@ -99,8 +103,8 @@ def _multiclass_nms_single(boxes, scores, score_threshold, nms_top_k, keep_top_k
     rank = jnp.take_along_axis(jnp.cumsum(one_hot, axis=0), cand_cls[:, None], axis=1)[:, 0] - 1
     valid = valid & (rank < nms_top_k)
   k = p if keep_top_k < 0 else keep_top_k
-  keep = _greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, k)
-  pos, ok = _first_true(keep, k)
+  keep = greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, k)
+  pos, ok = first_true(keep, k)
   return {
       'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
       'scores': jnp.where(ok, cand_scores[pos], 0.0),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from detx.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
-from detx.ops.nms import _first_true, _greedy_keep
+from detx.ops.nms import first_true, greedy_keep
 
 _EPS = 1e-5  # Paddle's tolerance when matching an anchor to a GT's best IoU
 
@@ -134,8 +134,8 @@ def retinanet_detection_output(scores: Sequence, deltas: Sequence, anchors: Sequ
     b = clip_boxes(b / scale, hw, legacy=True)
     order = jnp.argsort(jnp.where(v, -s, jnp.inf), stable=True)
     s, c, b, v = s[order], c[order], b[order], v[order]
-    keep = _greedy_keep(b, v, c, nms_threshold, True, keep_top_k)
-    pos, ok = _first_true(keep, keep_top_k)
+    keep = greedy_keep(b, v, c, nms_threshold, True, keep_top_k)
+    pos, ok = first_true(keep, keep_top_k)
     return {'boxes': jnp.where(ok[:, None], b[pos], 0.0),
             'scores': jnp.where(ok, s[pos], 0.0),
             'classes': jnp.where(ok, c[pos], 0),

@@ -24,7 +24,7 @@ from detx.models.backbones.resnet import ResNetStage
 from detx.models.layers import Dtype
 from detx.models.necks.fpn import paddle_xavier
 from detx.ops.boxes import DEFAULT_SCALE_CLIP
-from detx.ops.nms import _first_true, _greedy_keep  # the static-shape greedy NMS core
+from detx.ops.nms import first_true, greedy_keep
 
 _normal = nn.initializers.normal
 
@@ -162,8 +162,8 @@ def class_box_nms(boxes, scores, score_threshold: float, keep_top_k: int, nms_th
     cand_cls = (idx % c).astype(jnp.int32)
     cand_box = b.reshape(-1, 4)[idx]
     valid = cand_scores > score_threshold
-    keep = _greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, keep_top_k)
-    pos, ok = _first_true(keep, keep_top_k)
+    keep = greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, keep_top_k)
+    pos, ok = first_true(keep, keep_top_k)
     return {'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
             'scores': jnp.where(ok, cand_scores[pos], 0.0),
             'classes': jnp.where(ok, cand_cls[pos], 0),
