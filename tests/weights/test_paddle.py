@@ -317,6 +317,10 @@ def test_deconv_layout_matches_paddle():
   m = nn.ConvTranspose(4, (2, 2), (2, 2), padding='VALID', use_bias=False)
   got = m.apply({'params': {'kernel': pw.DECONV.to_flax(w)}}, x.transpose(0, 2, 3, 1))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  from detx.models.heads.mask_head import Deconv2x2  # the mask head's conv5_mask
+  got = Deconv2x2(4).apply({'params': {'kernel': pw.DECONV.to_flax(w), 'bias': np.zeros(4)}},
+                           x.transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(pw.DECONV.to_paddle(pw.DECONV.to_flax(w)), w)
 
 
