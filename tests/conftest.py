@@ -64,12 +64,7 @@ def data_config(tmp_cache):
         shuffle=True, bad_boxes='error')
     c.eval = dict(split='val', limit=0, size=608, batch_size=8)
     c.train = dict(batch_size=8)
-    for key, value in overrides.items():
-      node = c
-      *path, last = key.split('.')
-      for p in path:
-        node = node[p]
-      node[last] = value
-    return c
+    from detx import config as cfg
+    return cfg.override(c, overrides)
 
   return make

@@ -40,7 +40,8 @@ from detx import ops
 from detx.models.backbones.resnet import ResNet, trainable_mask
 from detx.models.heads import roi_heads
 from detx.models.heads.mask_head import MaskHead, mask_loss, select_class
-from detx.models.heads.rpn import RPNHead, im_info, level_anchors, rpn_losses, rpn_proposals
+from detx.models.heads.rpn import (RPNHead, im_info, level_anchors, padded_hw, rpn_losses,
+                                   rpn_proposals)
 from detx.models.layers import Dtype
 from detx.models.necks.fpn import FPN
 from detx.ops.masks import mask_targets
@@ -230,11 +231,7 @@ class RCNN(nn.Module):
                             self.aspect_ratios, [st for _, _, st in layout])
     if train:
       return self.train_losses(feats, outs, anchors, batch)
-    hw = batch['image_hw'].astype(jnp.float32)
-    if self.eval_pad_stride > 0:
-      st = float(self.eval_pad_stride)
-      hw = jnp.minimum(jnp.ceil(hw / st) * st, jnp.array([hb, wb], jnp.float32))
-    info = im_info(hw, batch['scale'])
+    info = im_info(padded_hw(batch['image_hw'], self.eval_pad_stride, (hb, wb)), batch['scale'])
     rois, _, valid = _grouped(
         lambda o, i: rpn_proposals(o, anchors, i, self.test_pre_nms_top_n,
                                    self.test_post_nms_top_n, self.rpn_nms_thresh,

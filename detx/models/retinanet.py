@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from detx.models.backbones.resnet import ResNet
 from detx.models.heads.retina import RetinaHead, level_anchors, retina_detections, retina_losses
-from detx.models.heads.rpn import im_info
+from detx.models.heads.rpn import im_info, padded_hw
 from detx.models.layers import Dtype
 from detx.models.necks.fpn import retinanet_fpn
 
@@ -106,12 +106,9 @@ class RetinaNet(nn.Module):
       return losses
     # Missing fields (the train loop's init batch): an unpadded image at scale 1.
     hw = batch.get('image_hw', jnp.tile(jnp.array([[hb, wb]], jnp.int32), (n, 1)))
-    hw = hw.astype(jnp.float32)
     scale = batch.get('scale', jnp.ones((n,), jnp.float32))
-    if self.eval_pad_stride > 0:
-      st = float(self.eval_pad_stride)
-      hw = jnp.minimum(jnp.ceil(hw / st) * st, jnp.array([hb, wb], jnp.float32))
-    return retina_detections(outs, anchors, im_info(hw, scale), self.num_classes,
+    info = im_info(padded_hw(hw, self.eval_pad_stride, (hb, wb)), scale)
+    return retina_detections(outs, anchors, info, self.num_classes,
                              self.score_threshold, self.pre_nms_top_n, self.nms_threshold,
                              self.keep_top_k)
 
