@@ -1,5 +1,5 @@
-"""Slow tier: the R50-FPN R-CNNs (faster_rcnn_r50_fpn_1x, cascade_rcnn_r50_fpn_1x: their
-models as configured) fit 8 real COCO images.
+"""Slow tier: the R50-FPN R-CNNs (faster_rcnn_r50_fpn_1x, cascade_rcnn_r50_fpn_1x,
+mask_rcnn_r50_fpn_1x: their models as configured) fit 8 real COCO images.
 
 No ImageNet weights can be fetched here, and a random-init ResNet50 does not train with
 the zoo's frozen affine norms. So, shared by the tests (module fixture):
@@ -12,9 +12,12 @@ then a test runs
            statistics of 4 images, AP50 was 0.44 on the same images).
 Images at a short side of 128 (data.max_size 213; the issue asks ~320, five times the
 compute: the phases would take over an hour on this 2-core CPU instead of ~15 minutes).
-Measured here (CPU): phase 2 AP50 0.91 (Faster), 0.86 (Cascade); phase 1 takes ~11
-minutes, each phase 2 ~4.
+Measured here (CPU): phase 2 AP50 0.91 (Faster), 0.86 (Cascade), Mask R-CNN bbox 0.83 and
+segm 0.73; phase 1 takes ~11 minutes, Faster and Cascade phase 2 ~4 each, Mask's ~13
+(run only with DETX_LONG_TESTS=1, to keep CI inside its hour).
 """
+import os
+
 import pytest
 
 from detx import config as cfg
@@ -72,3 +75,13 @@ def test_cascade_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
   # Stage 1's class-agnostic bbox_pred and stages 2-3 start from init.
   result = _phase2('cascade_rcnn_r50_fpn_1x', phase1, tmp_path)
   assert result['bbox/AP50'] >= 0.7, result  # measured 0.86
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get('DETX_LONG_TESTS'),
+                    reason='~13 min more on 2 CPU cores (over CI\'s budget); set DETX_LONG_TESTS=1')
+def test_mask_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
+  # The mask head starts from init; its 4 convs run on every fg slot (32 per image here).
+  result = _phase2('mask_rcnn_r50_fpn_1x', phase1, tmp_path)
+  assert result['bbox/AP50'] >= 0.7, result  # measured 0.83
+  assert result['segm/AP50'] >= 0.6, result  # measured 0.73
