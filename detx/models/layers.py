@@ -4,12 +4,19 @@ Module names follow PaddleDetection's parameter prefixes (dots included), so tha
 `detx.weights` can map a Flax parameter path to a Paddle file name mechanically:
 `<prefix>/conv/kernel` <-> `<prefix>.conv.weights`, `<prefix>/bn/scale` <-> `<prefix>.bn.scale`.
 """
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from detx.ops import conv as conv_ops
+
 Dtype = Any
+
+
+# nn.Conv with the CPU's fast kernel gradients (detx.ops.conv); same parameters and values.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_ops.conv_general_dilated)
 
 
 def leaky_relu(x):
@@ -36,7 +43,7 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     p = (self.kernel - 1) // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+    x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                 padding=((p, p), (p, p)), feature_group_count=self.groups,
                 use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,

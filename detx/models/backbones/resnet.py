@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from detx.models.layers import Dtype, norm_layer
+from detx.models.layers import Conv, Dtype, norm_layer
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
@@ -89,7 +89,7 @@ class ConvNorm(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     p = (self.kernel - 1) // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+    x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                 padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
                 kernel_init=conv_init, dtype=self.dtype, name='conv')(x)
     x = norm_layer(self.norm, self.freeze_norm, train, name=paddle_norm_name(self.name),

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from detx.models.heads.rpn import sigmoid_bce
-from detx.models.layers import Dtype
+from detx.models.layers import Conv, Dtype
 
 
 def _msra(fan_in: int):
@@ -53,12 +53,12 @@ class MaskHead(nn.Module):
   def __call__(self, x):
     x = x.astype(self.dtype)
     for i in range(self.num_convs):
-      x = nn.relu(nn.Conv(self.conv_dim, (3, 3), padding=((1, 1), (1, 1)),
+      x = nn.relu(Conv(self.conv_dim, (3, 3), padding=((1, 1), (1, 1)),
                           kernel_init=_msra(self.conv_dim * 9), dtype=self.dtype,
                           name=f'mask_inter_feat_{i + 1}')(x))
     x = nn.relu(Deconv2x2(self.conv_dim, kernel_init=_msra(x.shape[-1] * 4),
                           dtype=self.dtype, name='conv5_mask')(x))
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_msra(self.num_classes),
+    logits = Conv(self.num_classes, (1, 1), kernel_init=_msra(self.num_classes),
                      dtype=self.dtype, name='mask_fcn_logits')(x)
     return logits.astype(jnp.float32)
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from detx import ops
 from detx.models.heads.rpn import smooth_l1
-from detx.models.layers import Dtype
+from detx.models.layers import Conv, Dtype
 
 _normal = nn.initializers.normal
 
@@ -47,13 +47,13 @@ class RetinaHead(nn.Module):
               dtype=self.dtype)
     zeros = nn.initializers.zeros
     towers = {
-        kind: [nn.Conv(self.channels, bias_init=zeros, name=f'retnet_{kind}_conv_n{i}{s}', **kw)
+        kind: [Conv(self.channels, bias_init=zeros, name=f'retnet_{kind}_conv_n{i}{s}', **kw)
                for i in range(self.num_convs)]
         for kind in ('cls', 'bbox')}
     prior = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-    cls_pred = nn.Conv(self.num_anchors * self.num_classes,
+    cls_pred = Conv(self.num_anchors * self.num_classes,
                        bias_init=nn.initializers.constant(prior), name=f'retnet_cls_pred{s}', **kw)
-    box_pred = nn.Conv(4 * self.num_anchors, bias_init=zeros, name=f'retnet_bbox_pred{s}', **kw)
+    box_pred = Conv(4 * self.num_anchors, bias_init=zeros, name=f'retnet_bbox_pred{s}', **kw)
     outs = []
     for f in feats:
       x = {}

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from detx import ops
-from detx.models.layers import Dtype
+from detx.models.layers import Conv, Dtype
 
 _normal = nn.initializers.normal
 
@@ -41,9 +41,9 @@ class RPNHead(nn.Module):
   def __call__(self, feats: Sequence[jax.Array]):
     s = self.suffix
     kw = dict(kernel_init=_normal(0.01), bias_init=nn.initializers.zeros, dtype=self.dtype)
-    conv = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name=f'conv_rpn{s}', **kw)
-    cls = nn.Conv(self.num_anchors, (1, 1), name=f'rpn_cls_logits{s}', **kw)
-    box = nn.Conv(4 * self.num_anchors, (1, 1), name=f'rpn_bbox_pred{s}', **kw)
+    conv = Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name=f'conv_rpn{s}', **kw)
+    cls = Conv(self.num_anchors, (1, 1), name=f'rpn_cls_logits{s}', **kw)
+    box = Conv(4 * self.num_anchors, (1, 1), name=f'rpn_bbox_pred{s}', **kw)
     outs = []
     for f in feats:
       h = nn.relu(conv(f.astype(self.dtype)))

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from detx.models.layers import ConvBN, Dtype, upsample_nearest
+from detx.models.layers import Conv, ConvBN, Dtype, upsample_nearest
 
 
 class YoloHead(nn.Module):
@@ -50,5 +50,5 @@ class YoloOutput(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.Conv(self.features, (1, 1), dtype=self.dtype, name='conv',
+    return Conv(self.features, (1, 1), dtype=self.dtype, name='conv',
                    bias_init=jax.nn.initializers.zeros)(x)

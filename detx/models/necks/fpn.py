@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from detx.models.layers import Dtype, upsample_nearest
+from detx.models.layers import Conv, Dtype, upsample_nearest
 
 
 def paddle_xavier(fan_out: int):
@@ -58,7 +58,7 @@ class FPN(nn.Module):
 
   def _conv(self, x, kernel: int, stride: int, fan: int, name: str):
     p = (kernel - 1) // 2
-    return nn.Conv(self.num_channels, (kernel, kernel), (stride, stride),
+    return Conv(self.num_channels, (kernel, kernel), (stride, stride),
                    padding=((p, p), (p, p)), kernel_init=paddle_xavier(fan),
                    bias_init=nn.initializers.zeros, dtype=self.dtype, name=name)(x)
 
