@@ -182,6 +182,22 @@ class RCNN(nn.Module):
     extra = out[2] if len(out) > 2 else None
     return cls.reshape(n, k, -1), box.reshape(n, k, -1), extra
 
+  def eval_box_head(self, head, feats, rois):
+    """`box_head` for evaluation, without `extra`. C4 runs one image at a time (a scan):
+    res5 on the 1000 proposals of a batch of 8 would hold ~20 GB of activations."""
+    n, k = rois.shape[:2]
+    if self.fpn or n == 1:
+      return self.box_head(head, feats, rois)[:2]
+
+    def one(h, carry, xs):
+      f, r = xs
+      return carry, h(self.pool({4: f[None]}, r[None], self.roi_resolution))[:2]
+
+    scan = nn.scan(one, variable_broadcast=['params', 'batch_stats'],
+                   split_rngs={'params': False}, length=n)
+    _, (cls, box) = scan(head, None, (feats[4], rois))
+    return cls.reshape(n, k, -1), box.reshape(n, k, -1)
+
   def sample(self, key, rois, valid, batch, **kw):
     kw.setdefault('batch_size_per_im', self.roi_batch_size_per_im)
     kw.setdefault('fg_fraction', self.roi_fg_fraction)
@@ -268,7 +284,7 @@ class RCNN(nn.Module):
     return {}
 
   def predict(self, feats, rois, valid, batch):
-    cls, box, _ = self.box_head(self.bbox_head, feats, rois)
+    cls, box = self.eval_box_head(self.bbox_head, feats, rois)
     probs = jax.nn.softmax(cls, axis=-1)
     dets = self.detect(probs, box, rois, valid, batch, tuple(self.bbox_reg_weights), False)
     return self.predict_masks(feats, dets, batch)

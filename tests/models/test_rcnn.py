@@ -270,6 +270,28 @@ def test_mask_rcnn_fpn_train_and_eval(monkeypatch):
   assert out['boxes'].shape == (2, k, 4)
 
 
+def test_c4_eval_runs_box_head_one_image_at_a_time(monkeypatch):
+  """C4 evaluation scans res5 over the images; a batch gives each image's own result."""
+  for depth, blocks in SHALLOW.items():
+    monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
+  module, _ = build_model(_config('faster_rcnn_r50_1x'))
+  batch = _batch()
+  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  # Non-trivial heads: a zero-initialised bbox_pred would hide a mix-up of images.
+  p = variables['params']['bbox_head']
+  p['bbox_pred']['kernel'] = 0.05 * jax.random.normal(jax.random.key(3), p['bbox_pred']['kernel'].shape)
+  eval_b = {k: batch[k] for k in module.EVAL_KEYS}
+  run = jax.jit(lambda v, b: module.apply(v, b, train=False))
+  jaxpr = str(jax.make_jaxpr(lambda v, b: module.apply(v, b, train=False))(variables, eval_b))
+  assert 'scan' in jaxpr
+  both = run(variables, eval_b)
+  for i in range(2):
+    one = run(variables, {k: x[i:i + 1] for k, x in eval_b.items()})
+    for key in ('boxes', 'scores', 'classes', 'valid'):
+      np.testing.assert_allclose(np.asarray(both[key][i]), np.asarray(one[key][0]),
+                                 rtol=1e-4, atol=1e-3, err_msg=key)
+
+
 def test_collect_groups(monkeypatch):
   """FPN training collects proposals over groups of rpn.collect_images images."""
   grouped = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 2, jnp.arange(4.0))
