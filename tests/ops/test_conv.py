@@ -24,7 +24,7 @@ def _grads(fn, x, w, g):
 @pytest.mark.parametrize('taps', [True, False])
 def test_gradients_match_lax(monkeypatch, hw, ci, co, k, stride, padding, taps):
   # taps=True forces the per-tap matmul kernel gradient even on these small planes.
-  monkeypatch.setattr(conv, 'TAPS_MIN_PIXELS', 0 if taps else 10**9)
+  monkeypatch.setattr(conv, 'TAPS_MIN_WORK', 0 if taps else 10**18)
   rng = np.random.default_rng(k * 10 + stride)
   x = jnp.asarray(rng.normal(size=(2,) + hw + (ci,)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(k, k, ci, co)), jnp.float32)
