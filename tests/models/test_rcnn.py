@@ -301,12 +301,14 @@ def test_collect_groups(monkeypatch):
 
 
 @pytest.mark.slow
-def test_faster_rcnn_fpn_overfits_two_boxes(monkeypatch):
-  """A shallow Faster R-CNN FPN from scratch learns two boxes of one image."""
+@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'faster_rcnn_r50_1x'])
+def test_faster_rcnn_overfits_two_boxes(monkeypatch, name):
+  """A shallow Faster R-CNN (FPN, and C4 with its res5 RoI head) from scratch learns two
+  boxes of one image."""
   import optax
   for depth, blocks in SHALLOW.items():
     monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
-  c = _config('faster_rcnn_r50_fpn_1x', **{'model.num_classes': 2})
+  c = _config(name, **{'model.num_classes': 2})
   c.model.backbone.update(freeze_at=0, freeze_norm=False)
   c.model.rpn.collect_images = 1
   module, _ = build_model(c)
