@@ -31,14 +31,19 @@ def _overlap_row(box, boxes, legacy: bool):
   return jnp.where(disjoint, 0.0, iou)
 
 
-def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
+def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: float = 1.0):
   """Greedy NMS over candidates already sorted by score (best first).
 
   A kept candidate suppresses later candidates of the same class whose IoU with it
   is not <= iou_threshold. Stops once `max_keep` are kept. Returns keep [K] bool.
+  eta < 1 is Paddle's adaptive NMS: after each kept box the threshold, while above
+  0.5, is multiplied by eta, and a candidate is checked against every kept box with
+  the threshold of its own turn.
   """
   k = boxes.shape[0]
   positions = jnp.arange(k)
+  if eta < 1.0:
+    return _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta)
 
   def cond(state):
     i, _, _, count = state
@@ -56,6 +61,26 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
   return keep
 
 
+def _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta):
+  k = boxes.shape[0]
+
+  def cond(state):
+    i, _, _, count = state
+    return (i < k) & (count < max_keep)
+
+  def body(state):
+    i, thr, keep, count = state
+    iou = _overlap_row(boxes[i], boxes, legacy)
+    blocked = jnp.any(keep & (classes == classes[i]) & ~(iou <= thr))
+    take = valid[i] & ~blocked
+    thr = jnp.where(take & (thr > 0.5), thr * eta, thr)
+    return i + 1, thr, keep.at[i].set(take), count + take.astype(jnp.int32)
+
+  init = (jnp.int32(0), jnp.asarray(iou_threshold, boxes.dtype), jnp.zeros((k,), bool),
+          jnp.int32(0))
+  return lax.while_loop(cond, body, init)[2]
+
+
 def first_true(mask, n: int):
   """Positions of the first n True entries of mask [K] (padded), and their validity."""
   order = jnp.argsort(~mask, stable=True)[:n]
@@ -67,19 +92,20 @@ def first_true(mask, n: int):
 
 
 def nms(boxes, scores, iou_threshold: float, max_output: int,
-        score_threshold: float = -jnp.inf, legacy: bool = False):
+        score_threshold: float = -jnp.inf, legacy: bool = False, eta: float = 1.0):
   """Single-class greedy NMS on boxes [M, 4] (xyxy) and scores [M].
 
   Boxes with score > score_threshold are visited by descending score (ties: lower
   index first); a box is dropped when its IoU with a kept box exceeds iou_threshold.
-  legacy=True uses the +1 pixel width. Returns (indices [max_output] int32,
+  legacy=True uses the +1 pixel width; eta < 1: adaptive NMS (`greedy_keep`).
+  Returns (indices [max_output] int32,
   valid [max_output] bool), best first; invalid slots hold index 0.
   """
   order = jnp.argsort(-scores, stable=True)
   sorted_boxes = boxes[order]
   valid = scores[order] > score_threshold
   classes = jnp.zeros(scores.shape, jnp.int32)
-  keep = greedy_keep(sorted_boxes, valid, classes, iou_threshold, legacy, max_output)
+  keep = greedy_keep(sorted_boxes, valid, classes, iou_threshold, legacy, max_output, eta)
   pos, ok = first_true(keep, max_output)
   idx = jnp.where(ok, order[pos], 0).astype(jnp.int32)
   return idx, ok

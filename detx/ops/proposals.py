@@ -70,11 +70,11 @@ def _candidates(scores, deltas, im_info, anchors, variances, pre_nms_top_n: int,
   return boxes, top_s, keep
 
 
-def _select(boxes, scores, keep, post_nms_top_n: int, nms_thresh: float):
+def _select(boxes, scores, keep, post_nms_top_n: int, nms_thresh: float, eta: float = 1.0):
   """NMS over the kept candidates of one image and level; Paddle's empty-case fallback."""
   if nms_thresh > 0:
     masked = jnp.where(keep, scores, -jnp.inf)
-    idx, ok = nms(boxes, masked, nms_thresh, post_nms_top_n, -jnp.inf, legacy=True)
+    idx, ok = nms(boxes, masked, nms_thresh, post_nms_top_n, -jnp.inf, legacy=True, eta=eta)
   else:  # no NMS: the kept candidates in score order
     order = jnp.argsort(~keep, stable=True)[:post_nms_top_n]
     ok = keep[order]
@@ -91,8 +91,8 @@ def _select(boxes, scores, keep, post_nms_top_n: int, nms_thresh: float):
 
 
 def _check_eta(eta: float):
-  if eta != 1.0:
-    raise NotImplementedError('adaptive NMS (eta < 1) is not supported')
+  if not 0.0 < eta <= 1.0:
+    raise ValueError(f'eta must be in (0, 1], got {eta}')
 
 
 def generate_proposals(scores, deltas, im_info, anchors, variances=(1.0, 1.0, 1.0, 1.0),
@@ -113,7 +113,7 @@ def generate_proposals(scores, deltas, im_info, anchors, variances=(1.0, 1.0, 1.
   Returns rois [N, post_nms_top_n, 4], scores [N, post_nms_top_n] (best first) and
   valid [N, post_nms_top_n]; invalid slots are 0. As in Paddle, an image where no box
   passes the size filter gets one valid all-zero box with score 0, and the outputs
-  carry no gradient. Only eta = 1 (plain NMS) is supported.
+  carry no gradient. eta < 1: Paddle's adaptive NMS (see `nms.greedy_keep`).
   """
   _check_eta(eta)
   m = anchors.shape[0]
@@ -121,7 +121,7 @@ def generate_proposals(scores, deltas, im_info, anchors, variances=(1.0, 1.0, 1.
 
   def one(s, d, info):
     boxes, sc, keep = _candidates(s, d, info, anchors, variances, pre_nms_top_n, min_size, k)
-    return _select(boxes, sc, keep, post_nms_top_n, nms_thresh)
+    return _select(boxes, sc, keep, post_nms_top_n, nms_thresh, eta)
 
   return lax.stop_gradient(jax.vmap(one)(scores, deltas, im_info))
 
@@ -156,7 +156,7 @@ def generate_fpn_proposals(scores_per_level: Sequence, deltas_per_level: Sequenc
                                                      min_size, k)
     cands.append(jax.vmap(fn)(s, d, im_info))
   boxes, scores, keep = (jnp.stack(x, axis=1) for x in zip(*cands))  # [N, L, k, ...]
-  sel = lambda b, s, kp: _select(b, s, kp, post_nms_top_n, nms_thresh)
+  sel = lambda b, s, kp: _select(b, s, kp, post_nms_top_n, nms_thresh, eta)
   rois, out_scores, valid = lax.stop_gradient(jax.vmap(jax.vmap(sel))(boxes, scores, keep))
   return ([rois[:, i] for i in range(num)], [out_scores[:, i] for i in range(num)],
           [valid[:, i] for i in range(num)])

@@ -23,7 +23,8 @@ def _nhwc(x):
   return jnp.asarray(x.transpose(0, 2, 3, 1))
 
 
-def _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thresh, min_size):
+def _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thresh, min_size,
+                      eta=1.0):
   from paddle import _legacy_C_ops
   _, a, h, w = scores.shape
   anc = paddle.to_tensor(np.asarray(anchors).reshape(h, w, a, 4))
@@ -31,7 +32,7 @@ def _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thres
   rois, probs, nums = _legacy_C_ops.generate_proposals(
       paddle.to_tensor(scores), paddle.to_tensor(deltas), paddle.to_tensor(im_info), anc, var,
       'pre_nms_topN', pre, 'post_nms_topN', post, 'nms_thresh', thresh, 'min_size', min_size,
-      'eta', 1.0)
+      'eta', eta)
   out, start = [], 0
   for k in nums.numpy():
     out.append((rois.numpy()[start:start + k], probs.numpy()[start:start + k, 0]))
@@ -39,25 +40,28 @@ def _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thres
   return out
 
 
-CASES = [  # pre_nms_top_n, post_nms_top_n, nms_thresh, min_size
-    (100, 30, 0.7, 0.0),
-    (1000, 50, 0.5, 30.0),  # min_size filter at scale 1.5 / 2 (compared at original scale)
-    (-1, 500, 0.7, 0.0),  # all candidates, fewer survivors than slots
+CASES = [  # pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, eta
+    (100, 30, 0.7, 0.0, 1.0),
+    (1000, 50, 0.5, 30.0, 1.0),  # min_size filter at scale 1.5 / 2 (compared at original scale)
+    (-1, 500, 0.7, 0.0, 1.0),  # all candidates, fewer survivors than slots
+    (-1, 500, 0.9, 0.0, 0.9),  # adaptive NMS: the threshold shrinks to 0.5 as boxes are kept
+    (300, 100, 0.7, 0.0, 0.95),
 ]
 
 
 @pytest.mark.parametrize('case', CASES)
 def test_parity(paddle, case):
-  pre, post, thresh, min_size = case
+  pre, post, thresh, min_size, eta = case
   rng = np.random.default_rng(0)
   n, a, h, w = 2, 3, 10, 14
   anchors = anchor_generator((h, w), [64.0], [0.5, 1.0, 2.0], 16.0)
   scores, deltas = _rpn_outputs(rng, n, a, h, w)
   im_info = np.array([[150, 200, 1.5], [160, 224, 2.0]], np.float32)
-  want = _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thresh, min_size)
-  fn = jax.jit(generate_proposals, static_argnums=(5, 6, 7, 8))
+  want = _paddle_proposals(paddle, scores, deltas, im_info, anchors, pre, post, thresh, min_size,
+                           eta)
+  fn = jax.jit(generate_proposals, static_argnums=(5, 6, 7, 8, 9))
   rois, sc, valid = fn(_nhwc(scores), _nhwc(deltas), jnp.asarray(im_info), anchors,
-                       (1.0, 1.0, 1.0, 1.0), pre, post, thresh, min_size)
+                       (1.0, 1.0, 1.0, 1.0), pre, post, thresh, min_size, eta)
   assert rois.shape == (n, post, 4) and sc.shape == valid.shape == (n, post)
   for i in range(n):
     v = np.asarray(valid[i])
