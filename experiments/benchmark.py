@@ -218,13 +218,14 @@ def rcnn_batch(config, n: int, rng, num_boxes: int = 10) -> dict:
   return {key: np.stack([np.asarray(e[key]) for e in elems]) for key in elems[0]}
 
 
-def plan(name, config, sizes_override=()):
+def plan(name, config, sizes_override=(), rcnn_batch_size=RCNN_BATCH):
   """[(mode, size label, batch size, make_batch(rng))] of a model."""
   if is_rcnn(config):
     pad = loader.bucket_shapes(config, 'train')[0]
     label = f'{pad[0]}x{pad[1]}'
-    make = lambda rng: rcnn_batch(config, RCNN_BATCH, rng)
-    return [('train', label, RCNN_BATCH, make), ('infer', label, RCNN_BATCH, make)]
+    n = rcnn_batch_size
+    make = lambda rng: rcnn_batch(config, n, rng)
+    return [('train', label, n, make), ('infer', label, n, make)]
   if name in PLANS:
     train_sizes, infer_sizes, train_bs, infer_bs = PLANS[name]
   else:
@@ -367,7 +368,7 @@ def _freeze_stages(model, freeze_at: int):
 # ----------------------------------------------------------------------- models ---
 
 def bench_model(name, peak, repeats, sizes_override=(), *, overrides=None, compare='',
-                threads=None, compile_only=False):
+                threads=None, compile_only=False, rcnn_batch_size=RCNN_BATCH):
   overrides = dict(overrides or {})
   config = load_config(name, overrides)
   if sizes_override and is_rcnn(config):
@@ -390,7 +391,7 @@ def bench_model(name, peak, repeats, sizes_override=(), *, overrides=None, compa
       if peer_name is None:
         print(f'  {name}: no torchvision counterpart', flush=True)
   rows = []
-  for mode, size, bs, make in plan(name, config, sizes_override):
+  for mode, size, bs, make in plan(name, config, sizes_override, rcnn_batch_size):
     host = make(rng)
     batch = sharding.shard_batch(host, mesh)
     b = train.model_inputs(module, batch, mode == 'train')
@@ -442,7 +443,7 @@ def warm_compile_seconds(name, args, cache_dir) -> dict:
   """{(mode, size): seconds} of compiling `name`'s programs in a fresh process
   whose persistent cache is `cache_dir` (filled by this process's compiles)."""
   cmd = [sys.executable, str(Path(__file__).resolve()), f'--models={name}',
-         f'--_warm_cache_dir={cache_dir}', f'--sizes={args.sizes}']
+         f'--_warm_cache_dir={cache_dir}', f'--sizes={args.sizes}', f'--rcnn_batch={args.rcnn_batch}']
   cmd += [f'--override={o}' for o in args.override or ()]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   for line in proc.stdout.splitlines():
@@ -538,6 +539,9 @@ def parse_args(argv=None):
   p.add_argument('--models', default='yolov3_darknet')
   p.add_argument('--json', default='')
   p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--rcnn_batch', type=int, default=RCNN_BATCH,
+                 help='images per R-CNN/RetinaNet step (1: the issue\'s latency rows; '
+                 'more for accelerator throughput)')
   p.add_argument('--sizes', default='', help='override sizes, e.g. 320 (smoke runs); '
                  'R-CNN models: data.max_size')
   p.add_argument('--compare', default='', choices=['', 'torchvision'],
@@ -570,7 +574,8 @@ def main(argv=None):
     metrics.install_compile_counter()
     rows = []
     for name in args.models.split(','):
-      rows += bench_model(name, 1.0, 0, sizes, overrides=overrides, compile_only=True)
+      rows += bench_model(name, 1.0, 0, sizes, overrides=overrides, compile_only=True,
+                          rcnn_batch_size=args.rcnn_batch)
     print(WARM_PREFIX + json.dumps(
         {'rows': rows, 'cache_hits': metrics.compile_counts()['jit/cache_hits']}), flush=True)
     return rows
@@ -601,12 +606,14 @@ def main(argv=None):
   rows = []
   for name in args.models.split(','):
     model_rows = bench_model(name, peak, args.repeats, sizes, overrides=overrides,
-                             compare=args.compare)
+                             compare=args.compare, rcnn_batch_size=args.rcnn_batch)
     if cache_dir is not None:
       warm = warm_compile_seconds(name, args, cache_dir)
       for r in model_rows:
         r['compile_warm_s'] = warm.get((r['mode'], r['size']))
     rows += model_rows
+    if args.json:  # after each model, so a run cut short keeps its rows
+      Path(args.json).write_text(json.dumps(rows, indent=2))
   # The peak is the best of a measurement before and after the models, so a
   # busy machine shows as a low peak fraction rather than an inflated one.
   after = matmul_gflops()

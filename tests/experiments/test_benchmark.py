@@ -107,6 +107,8 @@ def test_rcnn_batch_matches_the_data_contract(name, pad, small):
   labels = [(m, s, b) for m, s, b, _ in bench.plan(name, config)]
   label = f'{pad[0]}x{pad[1]}'
   assert labels == [('train', label, 1), ('infer', label, 1)]
+  train_plan = bench.plan(name, config, rcnn_batch_size=3)[0]  # --rcnn_batch=3
+  assert train_plan[2] == 3 and train_plan[3](np.random.default_rng(0))['image'].shape[0] == 3
   config.data.max_size = 256  # what --sizes=256 does for R-CNN models
   assert bench.plan(name, config)[0][1] == small
 
