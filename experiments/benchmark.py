@@ -368,7 +368,8 @@ def _freeze_stages(model, freeze_at: int):
 # ----------------------------------------------------------------------- models ---
 
 def bench_model(name, peak, repeats, sizes_override=(), *, overrides=None, compare='',
-                threads=None, compile_only=False, rcnn_batch_size=RCNN_BATCH):
+                threads=None, compile_only=False, rcnn_batch_size=RCNN_BATCH,
+                modes=('train', 'infer')):
   overrides = dict(overrides or {})
   config = load_config(name, overrides)
   if sizes_override and is_rcnn(config):
@@ -392,6 +393,8 @@ def bench_model(name, peak, repeats, sizes_override=(), *, overrides=None, compa
         print(f'  {name}: no torchvision counterpart', flush=True)
   rows = []
   for mode, size, bs, make in plan(name, config, sizes_override, rcnn_batch_size):
+    if mode not in modes:
+      continue
     host = make(rng)
     batch = sharding.shard_batch(host, mesh)
     b = train.model_inputs(module, batch, mode == 'train')
@@ -443,7 +446,8 @@ def warm_compile_seconds(name, args, cache_dir) -> dict:
   """{(mode, size): seconds} of compiling `name`'s programs in a fresh process
   whose persistent cache is `cache_dir` (filled by this process's compiles)."""
   cmd = [sys.executable, str(Path(__file__).resolve()), f'--models={name}',
-         f'--_warm_cache_dir={cache_dir}', f'--sizes={args.sizes}', f'--rcnn_batch={args.rcnn_batch}']
+         f'--_warm_cache_dir={cache_dir}', f'--sizes={args.sizes}', f'--rcnn_batch={args.rcnn_batch}',
+         f'--modes={args.modes}']
   cmd += [f'--override={o}' for o in args.override or ()]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   for line in proc.stdout.splitlines():
@@ -542,6 +546,7 @@ def parse_args(argv=None):
   p.add_argument('--rcnn_batch', type=int, default=RCNN_BATCH,
                  help='images per R-CNN/RetinaNet step (1: the issue\'s latency rows; '
                  'more for accelerator throughput)')
+  p.add_argument('--modes', default='train,infer', help='which rows: train, infer or both')
   p.add_argument('--sizes', default='', help='override sizes, e.g. 320 (smoke runs); '
                  'R-CNN models: data.max_size')
   p.add_argument('--compare', default='', choices=['', 'torchvision'],
@@ -575,7 +580,7 @@ def main(argv=None):
     rows = []
     for name in args.models.split(','):
       rows += bench_model(name, 1.0, 0, sizes, overrides=overrides, compile_only=True,
-                          rcnn_batch_size=args.rcnn_batch)
+                          rcnn_batch_size=args.rcnn_batch, modes=tuple(args.modes.split(',')))
     print(WARM_PREFIX + json.dumps(
         {'rows': rows, 'cache_hits': metrics.compile_counts()['jit/cache_hits']}), flush=True)
     return rows
@@ -606,7 +611,8 @@ def main(argv=None):
   rows = []
   for name in args.models.split(','):
     model_rows = bench_model(name, peak, args.repeats, sizes, overrides=overrides,
-                             compare=args.compare, rcnn_batch_size=args.rcnn_batch)
+                             compare=args.compare, rcnn_batch_size=args.rcnn_batch,
+                             modes=tuple(args.modes.split(',')))
     if cache_dir is not None:
       warm = warm_compile_seconds(name, args, cache_dir)
       for r in model_rows:

@@ -31,19 +31,87 @@ def _overlap_row(box, boxes, legacy: bool):
   return jnp.where(disjoint, 0.0, iou)
 
 
-def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: float = 1.0):
+# Candidates per step of `greedy_keep` off the CPU: a block is one loop step (a few
+# matrix ops), so a GPU runs ~K/BLOCK steps instead of K.
+BLOCK = 128
+
+
+def default_block() -> int:
+  """1 (one candidate per loop step) on the CPU, where that is fastest (2 ms against 7
+  for 2000 proposals); BLOCK on accelerators, where each loop step costs kernel launches."""
+  return 1 if jax.default_backend() == 'cpu' else BLOCK
+
+
+def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: float = 1.0,
+                block: int | None = None):
   """Greedy NMS over candidates already sorted by score (best first).
 
   A kept candidate suppresses later candidates of the same class whose IoU with it
-  is not <= iou_threshold. Stops once `max_keep` are kept. Returns keep [K] bool.
-  eta < 1 is Paddle's adaptive NMS: after each kept box the threshold, while above
-  0.5, is multiplied by eta, and a candidate is checked against every kept box with
-  the threshold of its own turn.
+  is not <= iou_threshold. At most `max_keep` are kept (the first ones). Returns keep
+  [K] bool. eta < 1 is Paddle's adaptive NMS: after each kept box the threshold, while
+  above 0.5, is multiplied by eta, and a candidate is checked against every kept box
+  with the threshold of its own turn.
+
+  eta = 1 runs block by block (`block` candidates a step, default `default_block()`;
+  the result is the same for every block size): inside a block, keep =
+  alive & ~(any kept earlier candidate of the block suppresses it) is solved by fixed-point
+  iteration (its solution is unique: candidate i depends only on those before it); the
+  block's kept candidates then suppress every later candidate at once.
   """
-  k = boxes.shape[0]
-  positions = jnp.arange(k)
   if eta < 1.0:
     return _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta)
+  block = default_block() if block is None else block
+  if block <= 1:
+    return _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep)
+  k = boxes.shape[0]
+  block = min(block, k)
+  nb = -(-k // block)
+  pad = nb * block - k
+  if pad:
+    boxes = jnp.pad(boxes, ((0, pad), (0, 0)))
+    valid = jnp.pad(valid, (0, pad))
+    classes = jnp.pad(classes, (0, pad))
+  positions = jnp.arange(nb * block)
+  local = jnp.arange(block)
+  before = local[:, None] < local[None, :]  # [j, i]: j comes before i
+
+  def suppresses(rows, rows_cls, cols, cols_cls):
+    """[r, c]: row box r, if kept, suppresses column box c."""
+    iou = jax.vmap(lambda b: _overlap_row(b, cols, legacy))(rows)
+    return ~(iou <= iou_threshold) & (rows_cls[:, None] == cols_cls[None, :])
+
+  def cond(state):
+    b, _, _, count = state
+    return (b < nb) & (count < max_keep)
+
+  def body(state):
+    b, alive, keep, count = state
+    start = b * block
+    rows = lax.dynamic_slice_in_dim(boxes, start, block)
+    rows_cls = lax.dynamic_slice_in_dim(classes, start, block)
+    alive_b = lax.dynamic_slice_in_dim(alive, start, block)
+    within = suppresses(rows, rows_cls, rows, rows_cls) & before
+
+    def step(s):
+      kept, _ = s
+      new = alive_b & ~jnp.any(kept[:, None] & within, axis=0)
+      return new, jnp.any(new != kept)
+
+    kept, _ = lax.while_loop(lambda s: s[1], step, (alive_b, jnp.bool_(True)))
+    later = positions[None, :] >= start + block
+    hit = jnp.any(kept[:, None] & suppresses(rows, rows_cls, boxes, classes) & later, axis=0)
+    keep = lax.dynamic_update_slice_in_dim(keep, kept, start, 0)
+    return b + 1, alive & ~hit, keep, count + jnp.sum(kept, dtype=jnp.int32)
+
+  init = (jnp.int32(0), valid, jnp.zeros((nb * block,), bool), jnp.int32(0))
+  keep = lax.while_loop(cond, body, init)[2][:k]
+  return keep & (jnp.cumsum(keep) <= max_keep)
+
+
+def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
+  """`greedy_keep` one candidate per loop step."""
+  k = boxes.shape[0]
+  positions = jnp.arange(k)
 
   def cond(state):
     i, _, _, count = state
@@ -57,8 +125,7 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: flo
     return i + 1, alive & ~suppress, keep.at[i].set(take), count + take.astype(jnp.int32)
 
   init = (jnp.int32(0), valid, jnp.zeros((k,), bool), jnp.int32(0))
-  _, _, keep, _ = lax.while_loop(cond, body, init)
-  return keep
+  return lax.while_loop(cond, body, init)[2]
 
 
 def _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta):

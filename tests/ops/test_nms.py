@@ -4,11 +4,20 @@ import numpy as np
 import pytest
 
 from detx.ops import multiclass_nms, nms
+import importlib
+nms_module = importlib.import_module('detx.ops.nms')
 
 
 @pytest.fixture
 def paddle():
   return pytest.importorskip('paddle')
+
+
+@pytest.fixture(params=[1, 7, 128], ids=lambda b: f'block{b}')
+def block(request, monkeypatch):
+  """greedy_keep one candidate per step (the CPU default), and in blocks (accelerators)."""
+  monkeypatch.setattr(nms_module, 'default_block', lambda: request.param)
+  return request.param
 
 
 def _random_boxes(rng, shape, scale):
@@ -64,7 +73,7 @@ def _our_rows(out, i):
 
 
 @pytest.mark.parametrize('legacy', [False, True])
-def test_nms_matches_greedy_reference(legacy):
+def test_nms_matches_greedy_reference(legacy, block):
   rng = np.random.default_rng(0)
   scale = 100.0 if legacy else 1.0
   fn = jax.jit(nms, static_argnums=(2, 3, 4, 5))
@@ -88,7 +97,7 @@ def test_nms_known_case():
   assert list(np.asarray(idx)) == [3, 2, 0, 0] and list(np.asarray(valid)) == [True, True, False, False]
 
 
-def test_nms_parity(paddle):
+def test_nms_parity(paddle, block):
   rng = np.random.default_rng(1)
   boxes = _random_boxes(rng, (60,), 1.0)
   scores = rng.uniform(0, 1, 60).astype(np.float32)
@@ -108,7 +117,7 @@ CASES = [  # score_threshold, nms_top_k, keep_top_k, normalized, background_labe
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_multiclass_nms_matches_reference(case):
+def test_multiclass_nms_matches_reference(case, block):
   score_thr, nms_top_k, keep_top_k, normalized, bg, max_cand = case
   rng = np.random.default_rng(2)
   n, m, c = 2, 60, 4
@@ -137,7 +146,7 @@ def test_multiclass_nms_classes_do_not_suppress_each_other():
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_multiclass_nms_parity(paddle, case):
+def test_multiclass_nms_parity(paddle, case, block):
   from paddle import _C_ops
   score_thr, nms_top_k, keep_top_k, normalized, bg, max_cand = case
   rng = np.random.default_rng(3)
@@ -156,3 +165,35 @@ def test_multiclass_nms_parity(paddle, case):
     want = _sorted_rows(rows[start:start + counts[i]])
     start += counts[i]
     np.testing.assert_allclose(_our_rows(out, i), want, rtol=1e-6)
+
+
+def _clustered(rng, k, clusters):
+  centers = rng.uniform(0, 800, (clusters, 2))[rng.integers(0, clusters, k)]
+  centers = centers + rng.normal(0, 15, (k, 2))
+  wh = rng.uniform(20, 120, (k, 2))
+  return np.concatenate([centers - wh / 2, centers + wh / 2], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize('k,clusters,num_classes,max_keep,legacy', [
+    (300, 3, 1, 300, False),    # long suppression chains in few crowded clusters
+    (300, 20, 3, 40, True),     # classes apart, stops at max_keep
+    (257, 10, 1, 1, False),     # a partial last block; keep only the best
+    (5, 2, 1, 5, False),        # fewer candidates than a block
+])
+def test_blocked_keep_equals_one_candidate_per_step(k, clusters, num_classes, max_keep, legacy):
+  rng = np.random.default_rng(k + clusters)
+  boxes = _clustered(rng, k, clusters)
+  boxes[3] = boxes[4] = [5, 5, 5, 5]  # two of zero area: IoU 0 / 0 is NaN, which suppresses
+  valid = jnp.asarray(rng.random(k) > 0.1)
+  classes = jnp.asarray(rng.integers(0, num_classes, k).astype(np.int32))
+  args = (jnp.asarray(boxes), valid, classes, 0.5, legacy, max_keep)
+  want = nms_module.greedy_keep(*args, block=1)
+  assert 0 < int(want.sum()) <= max_keep
+  for b in (2, 7, 64, 128, 512):
+    got = jax.jit(lambda *a, b=b: nms_module.greedy_keep(*a[:3], 0.5, legacy, max_keep, block=b))(
+        *args[:3])
+    np.testing.assert_array_equal(got, want, err_msg=f'block {b}')
+
+
+def test_default_block_follows_the_backend():
+  assert nms_module.default_block() == (1 if jax.default_backend() == 'cpu' else nms_module.BLOCK)
