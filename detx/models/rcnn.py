@@ -174,10 +174,12 @@ class RCNN(nn.Module):
           feats[4], rois)
     return out.reshape((n * k,) + out.shape[2:])
 
-  def box_head(self, head, feats, rois):
-    """Pooled RoIs through a box head: (cls [N, K, C], deltas [N, K, 4K'], extra)."""
+  def box_head(self, head, feats, rois, train: bool = False):
+    """Pooled RoIs through a box head: (cls [N, K, C], deltas [N, K, 4K'], extra).
+    train reaches the C4 head's res5 (its BatchNorm, when trainable)."""
     n, k = rois.shape[:2]
-    out = head(self.pool(feats, rois, self.roi_resolution))
+    pooled = self.pool(feats, rois, self.roi_resolution)
+    out = head(pooled) if self.fpn else head(pooled, train)
     cls, box = out[0], out[1]
     extra = out[2] if len(out) > 2 else None
     return cls.reshape(n, k, -1), box.reshape(n, k, -1), extra
@@ -274,7 +276,7 @@ class RCNN(nn.Module):
 
   def roi_losses(self, feats, rois, valid, batch, key):
     t = self.sample(key, rois, valid, batch)
-    cls, box, extra = self.box_head(self.bbox_head, feats, t['rois'])
+    cls, box, extra = self.box_head(self.bbox_head, feats, t['rois'], train=True)
     loss_cls, loss_bbox = roi_heads.fast_rcnn_losses(cls, box, t, self.num_classes)
     losses = {'loss_cls': loss_cls, 'loss_bbox': loss_bbox}
     losses.update(self.extra_losses(feats, t, extra, batch))
@@ -391,7 +393,7 @@ class CascadeRCNN(RCNN):
         t = self.sample(key, rois, valid, batch, **kw)
       else:
         t = self.sample(None, rois, valid, batch, is_cascade=True, **kw)
-      cls, box, _ = self.box_head(head, feats, t['rois'])
+      cls, box, _ = self.box_head(head, feats, t['rois'], train=True)
       w = self.cascade_loss_weights[i]
       losses[f'loss_cls_{i}'], losses[f'loss_bbox_{i}'] = roi_heads.fast_rcnn_losses(
           cls, box, t, 2, weight=w)

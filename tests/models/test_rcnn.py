@@ -292,6 +292,27 @@ def test_c4_eval_runs_box_head_one_image_at_a_time(monkeypatch):
                                  rtol=1e-4, atol=1e-3, err_msg=key)
 
 
+@pytest.mark.parametrize('freeze_norm', [False, True])
+def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
+  """With a trainable BatchNorm, the C4 head's res5 trains on RoI batch statistics and
+  updates its running ones (as the backbone's do); frozen norms stay as loaded."""
+  for depth, blocks in SHALLOW.items():
+    monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
+  c = _config('faster_rcnn_r50_1x')
+  c.model.backbone.update(norm='bn', freeze_norm=freeze_norm)
+  module, _ = build_model(c)
+  batch = _batch()
+  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  train_b = {k: batch[k] for k in module.TRAIN_KEYS}
+  losses, updated = module.apply(variables, train_b, train=True, rngs={'sample': jax.random.key(1)},
+                                 mutable=['batch_stats'])
+  assert np.isfinite(float(losses['loss']))
+  before = variables['batch_stats']['bbox_head']['res5']['res5a']['res5a_branch2a']['bn5a_branch2a']
+  after = updated['batch_stats']['bbox_head']['res5']['res5a']['res5a_branch2a']['bn5a_branch2a']
+  changed = not np.allclose(before['mean'], after['mean'])
+  assert changed == (not freeze_norm)
+
+
 def test_collect_groups(monkeypatch):
   """FPN training collects proposals over groups of rpn.collect_images images."""
   grouped = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 2, jnp.arange(4.0))

@@ -76,12 +76,14 @@ class ResNetC5Head(nn.Module):
     self.bbox_pred = nn.Dense(4 * self.num_box_classes, kernel_init=_normal(0.001),
                               dtype=self.dtype)
 
-  def features(self, roi_feats):
-    """[R, 14, 14, 1024] -> [R, 7, 7, 2048] (shared with the C4 mask branch)."""
-    return self.res5(roi_feats.astype(self.dtype), False)
+  def features(self, roi_feats, train: bool = False):
+    """[R, 14, 14, 1024] -> [R, 7, 7, 2048] (shared with the C4 mask branch). train:
+    a trainable BatchNorm (norm 'bn', freeze_norm False) normalises over the RoIs and
+    updates its running statistics; frozen norms (the zoo's) ignore it."""
+    return self.res5(roi_feats.astype(self.dtype), train)
 
-  def __call__(self, roi_feats):
-    feats = self.features(roi_feats)
+  def __call__(self, roi_feats, train: bool = False):
+    feats = self.features(roi_feats, train)
     x = jnp.mean(feats.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
     return (self.cls_score(x).astype(jnp.float32), self.bbox_pred(x).astype(jnp.float32),
             feats)
