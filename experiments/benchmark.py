@@ -223,9 +223,8 @@ def plan(name, config, sizes_override=(), rcnn_batch_size=RCNN_BATCH):
   if is_rcnn(config):
     pad = loader.bucket_shapes(config, 'train')[0]
     label = f'{pad[0]}x{pad[1]}'
-    n = rcnn_batch_size
-    make = lambda rng: rcnn_batch(config, n, rng)
-    return [('train', label, n, make), ('infer', label, n, make)]
+    make = lambda rng: rcnn_batch(config, rcnn_batch_size, rng)
+    return [('train', label, rcnn_batch_size, make), ('infer', label, rcnn_batch_size, make)]
   if name in PLANS:
     train_sizes, infer_sizes, train_bs, infer_bs = PLANS[name]
   else:
@@ -570,6 +569,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
+  modes = tuple(args.modes.split(','))
+  if not modes or not set(modes) <= {'train', 'infer'}:
+    raise SystemExit(f'--modes takes train, infer or train,infer; got {args.modes!r}')
   overrides = parse_overrides(args.override)
   sizes = tuple(int(s) for s in args.sizes.split(',') if s)
   if args._warm_cache_dir:  # the warm half of --compile_cache: compile only, from the cache
@@ -580,7 +582,7 @@ def main(argv=None):
     rows = []
     for name in args.models.split(','):
       rows += bench_model(name, 1.0, 0, sizes, overrides=overrides, compile_only=True,
-                          rcnn_batch_size=args.rcnn_batch, modes=tuple(args.modes.split(',')))
+                          rcnn_batch_size=args.rcnn_batch, modes=modes)
     print(WARM_PREFIX + json.dumps(
         {'rows': rows, 'cache_hits': metrics.compile_counts()['jit/cache_hits']}), flush=True)
     return rows
@@ -612,7 +614,7 @@ def main(argv=None):
   for name in args.models.split(','):
     model_rows = bench_model(name, peak, args.repeats, sizes, overrides=overrides,
                              compare=args.compare, rcnn_batch_size=args.rcnn_batch,
-                             modes=tuple(args.modes.split(',')))
+                             modes=modes)
     if cache_dir is not None:
       warm = warm_compile_seconds(name, args, cache_dir)
       for r in model_rows:

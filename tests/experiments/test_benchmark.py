@@ -66,6 +66,14 @@ def test_tiny_table_and_json_without_torchvision(tmp_path, capsys, no_torchvisio
     assert r['compile_warm_s'] is None
 
 
+def test_modes_pick_the_rows(jax_cache_config):
+  rows = bench.main(['--models=yolov3_darknet', '--sizes=64', '--repeats=1', '--modes=infer',
+                     '--_env_cache'] + TINY_YOLO)
+  assert [(r['mode'], r['size']) for r in rows] == [('infer', 64)]
+  with pytest.raises(SystemExit, match='--modes'):
+    bench.main(['--models=yolov3_darknet', '--modes=inference'])
+
+
 def test_markdown_fills_the_peer_columns():
   row = dict(model='m', mode='train', size='800x1344', batch=1, detx_img_s=0.5,
              peer='torchvision fasterrcnn_resnet50_fpn', peer_img_s=0.25, speedup=2.0,

@@ -1,11 +1,13 @@
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from detx.ops import multiclass_nms, nms
-import importlib
-nms_module = importlib.import_module('detx.ops.nms')
+
+nms_module = importlib.import_module('detx.ops.nms')  # detx.ops.nms is also the function
 
 
 @pytest.fixture
