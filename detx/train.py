@@ -295,46 +295,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_step = make_eval_step(module, mesh) if do_eval else None
   batch_iter = loader.train_iterator(config, dataset, start_step=start)
   result, t_log, step = {}, time.time(), start
-  with _StopFlag() as stop:
-    for step in range(start + 1, end + 1):
-      batch = next(batch_iter)
-      state, m = train_step(state, sharding.shard_batch(model_inputs(module, batch, True), mesh))
-      last = step == end or stop.requested
-      if step % config.train.log_every == 0 or last:
-        m = jax.device_get(m)
-        dt = time.time() - t_log
-        n_steps = config.train.log_every if step % config.train.log_every == 0 else max(1, step - start)
-        ips = n_steps * config.train.batch_size / max(dt, 1e-9)
-        m.update(metrics.compile_counts())
-        m['train/img_per_s'] = ips
-        writer.write(step, m)
-        eta = (end - step) * config.train.batch_size / max(ips, 1e-9)
-        print(f'step {step}/{end} loss {m["train/loss"]:.4f} lr {m["train/lr"]:.2e} '
-              f'{ips:.1f} img/s eta {eta / 60:.1f} min', flush=True)
-        if int(m['train/bad_steps']) >= config.train.max_bad_steps:
-          ckpt.close()
-          best.close()
-          raise FloatingPointError(
-              f'{int(m["train/bad_steps"])} consecutive non-finite steps at step {step}; '
-              f'the last good checkpoint is in {ckpt.directory}')
-        t_log = time.time()
-      if step % config.train.checkpoint_every == 0 or last:
-        ckpt.save(step, state.as_dict())
-      final = step == config.train.steps
-      if do_eval and not stop.requested and (
-          final or (config.eval.every and step % config.eval.every == 0)):
-        result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
-        print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
-                                          if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
-        best.offer(step, state.as_dict(), result)
-      if stop.requested:  # the signal may land after this step's save decision
-        ckpt.save(step, state.as_dict())
-        break
-  if do_eval and start == config.train.steps and not result:  # resumed a finished run
-    result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=start)
-  ckpt.close()
-  best.close()
-  writer.close()
+  try:  # whatever is raised, pending checkpoint saves finish before the process may exit
+    with _StopFlag() as stop:
+      for step in range(start + 1, end + 1):
+        batch = next(batch_iter)
+        state, m = train_step(state, sharding.shard_batch(model_inputs(module, batch, True), mesh))
+        last = step == end or stop.requested
+        if step % config.train.log_every == 0 or last:
+          m = jax.device_get(m)
+          dt = time.time() - t_log
+          n_steps = config.train.log_every if step % config.train.log_every == 0 else max(1, step - start)
+          ips = n_steps * config.train.batch_size / max(dt, 1e-9)
+          m.update(metrics.compile_counts())
+          m['train/img_per_s'] = ips
+          writer.write(step, m)
+          eta = (end - step) * config.train.batch_size / max(ips, 1e-9)
+          print(f'step {step}/{end} loss {m["train/loss"]:.4f} lr {m["train/lr"]:.2e} '
+                f'{ips:.1f} img/s eta {eta / 60:.1f} min', flush=True)
+          if int(m['train/bad_steps']) >= config.train.max_bad_steps:
+            raise FloatingPointError(
+                f'{int(m["train/bad_steps"])} consecutive non-finite steps at step {step}; '
+                f'the last good checkpoint is in {ckpt.directory}')
+          t_log = time.time()
+        if step % config.train.checkpoint_every == 0 or last:
+          ckpt.save(step, state.as_dict())
+        final = step == config.train.steps
+        if do_eval and not stop.requested and (
+            final or (config.eval.every and step % config.eval.every == 0)):
+          result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
+          print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
+                                            if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
+          best.offer(step, state.as_dict(), result)
+        if stop.requested:  # the signal may land after this step's save decision
+          ckpt.save(step, state.as_dict())
+          break
+    if do_eval and start == config.train.steps and not result:  # resumed a finished run
+      result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=start)
+  finally:
+    ckpt.close()
+    best.close()
+    writer.close()
   return result
 
 

@@ -40,6 +40,29 @@ def test_repeated_faults_stop_with_the_last_good_checkpoint(tmp_path):
     np.testing.assert_array_equal(latest[k], reference[k])
 
 
+def test_a_failing_evaluation_keeps_the_final_checkpoint(tmp_path, monkeypatch):
+  """The final checkpoint is saved asynchronously; an error raised after it (here by the
+  evaluation) must still let the save commit, or a process exiting on that error loses it."""
+  from detx import checkpoint
+  closed = []
+  real_close = checkpoint.Checkpointer.close
+
+  def close(self):
+    real_close(self)
+    closed.append(self.latest_step())
+
+  def broken_eval(*args, **kwargs):
+    raise RuntimeError('evaluation failed')
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'close', close)
+  monkeypatch.setattr(train, 'evaluate', broken_eval)
+  c = tiny_config(tmp_path, steps=3)
+  with pytest.raises(RuntimeError, match='evaluation failed'):
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert closed == [3]  # waited for the step-3 save before the error left the loop
+  assert (tmp_path / 'run' / 'checkpoints' / '3').is_dir()
+
+
 def _main_cmd(workdir, data_dir, cache_dir, *extra):
   return [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py',
           f'--workdir={workdir}', f'--config.data.dir={data_dir}',
