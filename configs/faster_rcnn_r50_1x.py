@@ -9,6 +9,9 @@ lr 0.01, 180k iterations, lr x0.1 at 120k and 160k, warmup 500 from 1/3, L2 1e-4
 momentum 0.9 (preset '1x_b8'). Other batch sizes: keep lr proportional to the batch
 (--config.train.batch_size=16 --config.optim.base_lr=0.02 --config.train.steps=90000).
 Smoke run on a CPU: --config.data.max_size=256 --config.train.steps=20 --config.data.train_limit=8
+Small images keep few anchors (C4 at data.max_size 213: ~1.7k, against ~63k at 1333), so
+the zoo's 2000 / 1000 proposals keep nearly every box NMS leaves; for small-image fits scale
+model.rpn.train_post_nms_top_n / test_post_nms_top_n down (tests/test_overfit_rcnn.py: 128).
 """
 from detx import config as base
 from detx import schedules
