@@ -1,5 +1,7 @@
 """Faster / Mask / Cascade R-CNN: names, optimizer rules, losses, detection output and
 a tiny end-to-end step (detx.models.rcnn, detx.models.heads.roi_heads)."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -322,7 +324,11 @@ def test_collect_groups(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'faster_rcnn_r50_1x'])
+@pytest.mark.parametrize('name', [
+    'faster_rcnn_r50_fpn_1x',
+    # ~100 s; tests/test_overfit_rcnn.py's C4 fit of real images keeps CI near its hour.
+    pytest.param('faster_rcnn_r50_1x', marks=pytest.mark.skipif(
+        not os.environ.get('DETX_LONG_TESTS'), reason='~100 s; set DETX_LONG_TESTS=1'))])
 def test_faster_rcnn_overfits_two_boxes(monkeypatch, name):
   """A shallow Faster R-CNN (FPN, and C4 with its res5 RoI head) from scratch learns two
   boxes of one image."""
