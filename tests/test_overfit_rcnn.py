@@ -8,10 +8,10 @@ the zoo's frozen affine norms. So, shared by the tests (module fixture):
            gradient clipping, 300 steps of 4 images;
 then a test runs
   phase 2  its config from phase 1 (model.pretrained; new heads start from init) with
-           those norms frozen at their running statistics, so the model adapts to the
-           statistics evaluation uses (straight after phase 1, with batch statistics of
-           4 images, AP50 was 0.44 on the same images). C4 loads phase 1 by Paddle name
-           (see its test).
+           those norms frozen at their running statistics, 100 steps (C4: 300), so the
+           model adapts to the statistics evaluation uses (straight after phase 1, with
+           batch statistics of 4 images, AP50 was 0.44 on the same images). C4 loads
+           phase 1 by Paddle name (see its test).
 Images at a short side of 128 (data.max_size 213; the issue asks ~320, five times the
 compute: the phases would take over an hour on this 2-core CPU instead of ~15 minutes).
 Measured here (CPU): phase 2 AP50 1.0 (Faster FPN), 0.91 (C4), 0.86 (Cascade), Mask R-CNN
