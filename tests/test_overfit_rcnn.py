@@ -12,16 +12,15 @@ then a test runs
            model adapts to the statistics evaluation uses (straight after phase 1, with
            batch statistics of 4 images, AP50 was 0.44 on the same images). C4 loads
            phase 1 by Paddle name (see its test).
-Images at a short side of 128 (data.max_size 213; the issue asks ~320, about five times
-the compute: over an hour and a half on this 2-core CPU instead of ~35 minutes). For that
-size, set DETX_RCNN_FIT_MAX_SIZE=533 (not in CI): measured there, Faster FPN AP50 1.0
-(AP 0.88), Cascade 1.0 (AP 0.85), Mask R-CNN bbox 0.95 / segm 0.95 (phase 1 35 min,
-phase 2 11, 14 and 14); C4 not yet run at that size.
-64 RoIs are sampled per image (16 foreground slots, each run through the Mask head's
-four convs).
-Measured here (CPU, 128): phase 2 AP50 0.92 (Faster FPN), 0.84 (C4), 1.0 (Cascade), Mask
-R-CNN bbox 0.95 and segm 0.89. Phase 1 takes ~8 minutes, phase 2 ~3 (Faster FPN), ~13
-(C4), ~5.5 (Cascade) and ~5.5 (Mask).
+Images at a short side of 128 (data.max_size 213); 64 RoIs sampled per image (C4: 16),
+so 16 foreground slots, each run through the Mask head's four convs. Measured here (CPU):
+phase 2 AP50 0.92 (Faster FPN), 0.84 (C4), 1.0 (Cascade), Mask R-CNN bbox 0.95 and segm
+0.89. Phase 1 takes ~8 minutes, phase 2 ~3 (Faster FPN), ~13 (C4), ~5.5 (Cascade) and
+~5.5 (Mask).
+The issue asks ~320, about five times the compute (over an hour and a half here for the
+four): DETX_RCNN_FIT_MAX_SIZE=533, not in CI. Measured there: Faster FPN AP50 1.0 (AP
+0.88), Cascade 1.0 (AP 0.85), Mask R-CNN bbox 0.95 / segm 0.95 (phase 1 35 min, phase 2
+11, 14 and 14); C4 not yet run at that size.
 """
 import os
 
