@@ -15,7 +15,7 @@ then a test runs
 Images at a short side of 128 (data.max_size 213); 64 RoIs sampled per image (C4: 8),
 so 16 foreground slots, each run through the Mask head's four convs. Measured here (CPU):
 phase 2 AP50 0.92 (Faster FPN), 0.91 (C4), 1.0 (Cascade), Mask R-CNN bbox 0.95 and segm
-0.89. Phase 1 takes ~8 minutes, phase 2 ~3 (Faster FPN), ~7 (C4), ~5.5 (Cascade) and
+0.88-0.89. Phase 1 takes ~8 minutes, phase 2 ~3 (Faster FPN), ~7 (C4), ~5.5 (Cascade) and
 ~5.5 (Mask).
 The issue asks ~320, about five times the compute (over an hour and a half here for the
 four): DETX_RCNN_FIT_MAX_SIZE=533, not in CI. Measured there: Faster FPN AP50 1.0 (AP
