@@ -1,0 +1,379 @@
+"""Every zoo config against the values PaddleDetection trained it with.
+
+ZOO holds, per configs/*.py row, the numbers transcribed by hand from PaddleDetection
+597145c20853d265f90585272a935dd5deb1bf7a (2019-07-29; docs/MODEL_ZOO_cn.md is the zoo
+page): configs/<row>.yml, and where the yml is silent, the code defaults it falls back
+on (ppdet/data/data_feed.py, ppdet/modeling/...). The trailing comment of each entry
+says where it came from. `batch` is the global batch: yml images/GPU x the zoo's 8 GPUs.
+The expected side is literal: never derive it from detx.
+
+`read(config, fact)` is the one place that knows where a fact lives in a built detx
+config: when the configs are restructured, update it (and only it). A value where detx
+knowingly departs from Paddle is pinned in KNOWN_DIFFERENCES (with the reason);
+NOT_IN_CONFIG lists the Paddle facts that detx fixes in code rather than in the config.
+Fast tier: builds configs only, no JAX compute.
+"""
+import pytest
+
+from detx import config as cfg
+from detx import schedules
+
+ROWS = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py') if p.stem != 'quickstart')
+THIRD = 0.3333333333333333  # LinearWarmup.start_factor as the ymls write it
+
+
+def _sched(base_lr, batch, max_iters, milestones, warmup_steps=500, warmup_factor=THIRD):
+  """yml LearningRate (base_lr, PiecewiseDecay, LinearWarmup), max_iters, feed batch x 8."""
+  return dict(base_lr=base_lr, batch=batch, max_iters=max_iters, milestones=milestones,
+              warmup_steps=warmup_steps, warmup_factor=warmup_factor)
+
+
+# ---------------------------------------------------------------- family bases (literal)
+_OPTIM = dict(
+    lr_gamma=0.1,         # yml PiecewiseDecay.gamma
+    momentum=0.9,         # yml OptimizerBuilder.optimizer.momentum
+    weight_decay=1e-4)    # yml OptimizerBuilder.regularizer L2 factor
+
+_RESNET = dict(
+    _OPTIM,
+    depth=50, variant='b',       # yml ResNet.depth; ResNet.variant default 'b' (resnet.py)
+    norm='affine_channel',       # yml ResNet.norm_type
+    freeze_norm=True,            # ResNet.freeze_norm default (backbones/resnet.py)
+    freeze_at=2,                 # yml ResNet.freeze_at
+    train_short_side=800, train_long_side=1333,  # data_feed.py FasterRCNN/MaskRCNNTrainFeed
+    test_short_side=800, test_long_side=1333)    # ResizeImage; ...EvalFeed the same
+
+_C4 = dict(
+    _RESNET,
+    anchor_sizes=(32, 64, 128, 256, 512),  # yml RPNHead.anchor_generator.anchor_sizes
+    aspect_ratios=(0.5, 1.0, 2.0),         # yml anchor_generator.aspect_ratios
+    anchor_strides=(16,),                  # yml anchor_generator.stride [16, 16]
+    rpn_batch_size_per_im=256, rpn_fg_fraction=0.5,        # yml rpn_target_assign
+    rpn_positive_overlap=0.7, rpn_negative_overlap=0.3,    # yml rpn_target_assign
+    rpn_straddle_thresh=0.0,                               # yml rpn_target_assign
+    rpn_train_pre_nms_top_n=12000, rpn_train_post_nms_top_n=2000,  # yml train_proposal
+    rpn_test_pre_nms_top_n=6000, rpn_test_post_nms_top_n=1000,     # yml test_proposal
+    rpn_nms_thresh=0.7, rpn_min_size=0.0,                  # yml train/test_proposal
+    roi_batch_size_per_im=512, roi_fg_fraction=0.25,       # yml BBoxAssigner
+    roi_fg_thresh=0.5, roi_bg_thresh_hi=0.5, roi_bg_thresh_lo=0.0,  # yml BBoxAssigner
+    bbox_reg_weights=(0.1, 0.1, 0.2, 0.2),                 # yml BBoxAssigner
+    roi_resolution=14, roi_sampling_ratio=0,               # yml RoIAlign
+    nms_score_threshold=0.05, nms_threshold=0.5, nms_keep_top_k=100,  # yml BBoxHead.nms
+    nms_top_k=-1,                  # MultiClassNMS default (modeling/ops.py): no cap
+    eval_pad_stride=0,             # FasterRCNNEvalFeed PadBatch() default pad_to_stride 0
+    train_pad_stride=0)            # FasterRCNNTrainFeed PadBatch() default: no padding
+
+_FPN = dict(
+    _RESNET,
+    anchor_sizes=(32, 64, 128, 256, 512),  # yml FPNRPNHead.anchor_start_size 32 x2 per level
+    aspect_ratios=(0.5, 1.0, 2.0),         # yml anchor_generator.aspect_ratios
+    anchor_strides=(4, 8, 16, 32, 64),     # rpn_head.py: 2**level, yml min/max_level 2-6
+    rpn_batch_size_per_im=256, rpn_fg_fraction=0.5,        # yml rpn_target_assign
+    rpn_positive_overlap=0.7, rpn_negative_overlap=0.3,    # yml rpn_target_assign
+    rpn_straddle_thresh=0.0,                               # yml rpn_target_assign
+    rpn_train_pre_nms_top_n=2000, rpn_train_post_nms_top_n=2000,  # yml train_proposal
+    rpn_test_pre_nms_top_n=1000, rpn_test_post_nms_top_n=1000,    # yml test_proposal
+    rpn_train_collect_top_n=2000,  # rpn_head.py: collect_fpn_proposals(post_nms_top_n)
+    rpn_test_collect_top_n=1000,   # rpn_head.py: the same, test_proposal
+    rpn_nms_thresh=0.7, rpn_min_size=0.0,                  # yml train/test_proposal
+    roi_batch_size_per_im=512, roi_fg_fraction=0.25,       # yml BBoxAssigner
+    roi_fg_thresh=0.5, roi_bg_thresh_hi=0.5, roi_bg_thresh_lo=0.0,  # yml BBoxAssigner
+    bbox_reg_weights=(0.1, 0.1, 0.2, 0.2),                 # yml BBoxAssigner
+    roi_resolution=7, roi_sampling_ratio=2,                # yml FPNRoIAlign
+    roi_canonical_size=224, roi_canonical_level=4,         # yml FPNRoIAlign
+    box_head_hidden=1024,                                  # yml TwoFCHead.num_chan
+    nms_score_threshold=0.05, nms_threshold=0.5, nms_keep_top_k=100,  # yml BBoxHead.nms
+    nms_top_k=-1,                  # MultiClassNMS default (modeling/ops.py): no cap
+    eval_pad_stride=32,            # yml EvalFeed PadBatch.pad_to_stride
+    train_pad_stride=32)           # yml TrainFeed PadBatch.pad_to_stride
+
+_MASK_C4 = dict(mask_resolution=14,      # yml MaskHead.resolution / MaskAssigner.resolution
+                mask_roi_resolution=14,  # yml RoIAlign.resolution (the res5 head's input)
+                mask_num_convs=0,        # MaskHead.num_convs default (mask_head.py)
+                mask_conv_dim=256)       # yml MaskHead.num_chan_reduced
+_MASK_FPN = dict(mask_resolution=28,     # yml MaskHead.resolution / MaskAssigner.resolution
+                 mask_roi_resolution=14,  # yml FPNRoIAlign.mask_resolution
+                 mask_num_convs=4,        # yml MaskHead.num_convs
+                 mask_conv_dim=256)       # yml MaskHead.num_chan_reduced
+
+
+def _fpn(images_per_gpu, **kw):
+  # rpn_collect_images: collect_fpn_proposals ranks one GPU's images together (yml feed batch)
+  return dict(_FPN, rpn_collect_images=images_per_gpu, **kw)
+
+
+_RETINA = dict(
+    _RESNET,
+    anchor_base_scale=4,               # yml RetinaHead.base_scale
+    anchor_scales_per_octave=3,        # yml RetinaHead.num_scales_per_octave
+    aspect_ratios=(1.0, 2.0, 0.5),     # yml RetinaHead.anchor_generator.aspect_ratios
+    anchor_strides=(8, 16, 32, 64, 128),  # retina_head.py 1/spatial_scale, levels 3-7 (yml)
+    positive_overlap=0.5, negative_overlap=0.4,  # yml RetinaHead.target_assign
+    focal_gamma=2.0, focal_alpha=0.25,           # yml RetinaHead.gamma / alpha
+    smooth_l1_sigma=3.0151134457776365,          # yml RetinaHead.sigma
+    prior_prob=0.01, head_num_convs=4, head_channels=256,  # yml RetinaHead
+    nms_score_threshold=0.05, nms_threshold=0.5,  # yml output_decoder score/nms_thresh
+    nms_top_k=1000, nms_keep_top_k=100,  # yml output_decoder pre_nms_top_n/detections_per_im
+    loss_group_images=2,               # yml FasterRCNNTrainFeed.batch_size (fg count per GPU)
+    eval_pad_stride=128, train_pad_stride=128)  # yml Train/EvalFeed PadBatch.pad_to_stride
+
+_YOLO = dict(
+    _OPTIM,
+    weight_decay=5e-4,                 # yml regularizer L2 factor
+    norm='sync_bn',                    # yml DarkNet.norm_type
+    darknet_depths=(1, 2, 8, 8, 4),    # darknet.py depth_cfg[53] (yml DarkNet.depth 53)
+    anchors=((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
+             (116, 90), (156, 198), (373, 326)),          # yml YOLOv3Head.anchors
+    anchor_masks=((6, 7, 8), (3, 4, 5), (0, 1, 2)),       # yml YOLOv3Head.anchor_masks
+    ignore_thresh=0.7, label_smooth=True,                 # yml YOLOv3Head
+    nms_score_threshold=0.01, nms_threshold=0.45,         # yml YOLOv3Head.nms
+    nms_top_k=1000, nms_keep_top_k=100,                   # yml YOLOv3Head.nms
+    conf_thresh=0.01,                  # yolo_head.py: yolo_box(conf_thresh=nms.score_threshold)
+    train_sizes=(320, 352, 384, 416, 448, 480, 512, 544, 576, 608),  # YoloTrainFeed RandomShape
+    test_size=608,                     # YoloEvalFeed ResizeImage(target_size=608)
+    mixup_epochs=250,                  # YoloTrainFeed.mixup_epoch
+    max_boxes=50)                      # YoloTrainFeed.num_max_boxes
+
+_CASCADE = dict(
+    roi_fg_thresh=(0.5, 0.6, 0.7),     # yml CascadeBBoxAssigner.fg_thresh
+    roi_bg_thresh_hi=(0.5, 0.6, 0.7),  # yml CascadeBBoxAssigner.bg_thresh_hi
+    roi_bg_thresh_lo=(0.0, 0.0, 0.0),  # yml CascadeBBoxAssigner.bg_thresh_lo
+    bbox_reg_weights=(10, 20, 30),     # yml CascadeBBoxAssigner (variances 1/w, 2/w)
+    cascade_loss_weights=(1.0, 0.5, 0.25),  # cascade_rcnn.py cascade_rcnn_loss_weight
+    cascade_head_lr=(1.0, 2.0, 4.0))   # cascade_rcnn.py wb_scalar = 1 / loss weight
+
+# ---------------------------------------------------------------- the table
+_1X_B8 = _sched(0.01, 8, 180000, (120000, 160000))
+_2X_B8 = _sched(0.01, 8, 360000, (240000, 320000))
+_1X_B16 = _sched(0.02, 16, 90000, (60000, 80000))
+_2X_B16 = _sched(0.02, 16, 180000, (120000, 160000))
+
+ZOO = {
+    'faster_rcnn_r50_1x': dict(_C4, **_1X_B8),
+    'faster_rcnn_r50_2x': dict(_C4, **_2X_B8),
+    'mask_rcnn_r50_1x': dict(_C4, **_MASK_C4, **_1X_B8),
+    'mask_rcnn_r50_2x': dict(_C4, **_MASK_C4, **_2X_B8),
+    'faster_rcnn_r50_vd_1x': dict(_C4, **_1X_B8, variant='d'),
+    'faster_rcnn_r101_1x': dict(_C4, **_1X_B8, depth=101),
+    'faster_rcnn_r50_fpn_1x': _fpn(2, **_1X_B16),
+    'faster_rcnn_r50_fpn_2x': _fpn(2, **_2X_B16),
+    'faster_rcnn_r50_vd_fpn_2x': _fpn(2, **_2X_B16, variant='d'),
+    'faster_rcnn_r101_fpn_1x': _fpn(1, **_1X_B8, depth=101),
+    'faster_rcnn_r101_fpn_2x': _fpn(1, **_2X_B8, depth=101),
+    'faster_rcnn_r101_vd_fpn_1x': _fpn(1, **dict(_1X_B8, warmup_steps=1000), depth=101,
+                                       variant='d'),
+    'faster_rcnn_r101_vd_fpn_2x': _fpn(1, **dict(_2X_B8, warmup_steps=1000), depth=101,
+                                       variant='d'),
+    'mask_rcnn_r50_fpn_1x': _fpn(1, **_MASK_FPN, **_1X_B8),
+    'mask_rcnn_r50_fpn_2x': _fpn(1, **_MASK_FPN, **_2X_B8),
+    'mask_rcnn_r50_vd_fpn_2x': _fpn(1, **_MASK_FPN, **_2X_B8, variant='d'),
+    'mask_rcnn_r101_fpn_1x': _fpn(1, **_MASK_FPN, **_1X_B8, depth=101),
+    'mask_rcnn_r101_vd_fpn_1x': _fpn(1, **_MASK_FPN, **dict(_1X_B8, warmup_steps=1000,
+                                                            warmup_factor=0.1),
+                                     depth=101, variant='d'),
+    'cascade_rcnn_r50_fpn_1x': dict(_fpn(2, **_1X_B16), **_CASCADE),
+    'retinanet_r50_fpn_1x': dict(_RETINA, **_sched(0.01, 16, 90000, (60000, 80000))),
+    'retinanet_r101_fpn_1x': dict(_RETINA, **_sched(0.01, 16, 90000, (60000, 80000)),
+                                  depth=101),
+    'yolov3_darknet': dict(_YOLO, **_sched(0.001, 64, 500200, (400000, 450000),
+                                           warmup_steps=4000, warmup_factor=0.0)),
+}
+
+_C4_ROWS = ('faster_rcnn_r50_1x', 'faster_rcnn_r50_2x', 'mask_rcnn_r50_1x', 'mask_rcnn_r50_2x',
+            'faster_rcnn_r50_vd_1x', 'faster_rcnn_r101_1x')
+_RCNN_ROWS = tuple(r for r in ZOO if 'rcnn' in r)
+
+# (row, fact): (the value detx has today, why it departs from Paddle)
+KNOWN_DIFFERENCES = {
+    **{(r, 'nms_top_k'): (4096, 'model.nms.max_candidates: static-shape cap on the (box, '
+                          'class) pairs over score_threshold before NMS; Paddle: no cap')
+       for r in _RCNN_ROWS},
+    **{(r, 'train_pad_stride'): (32, 'static shapes: C4 batches padded to buckets rounded to '
+                                 'data.pad_multiple (loader default 32); Paddle: 1 img/GPU, '
+                                 'unpadded (im_info stays the unpadded size in both)')
+       for r in _C4_ROWS},
+}
+
+# Paddle facts detx fixes in code, not in the config: read() raises KeyError for them.
+NOT_IN_CONFIG = {
+    ('yolov3_darknet', 'norm'): 'detx.models.layers ConvBN: trainable BatchNorm with '
+                                'statistics over the whole jitted batch (= sync_bn)',
+}
+
+
+# ---------------------------------------------------------------- the one accessor
+# Pre-refactor layout (HEAD a639a3a): new path -> old path. Drop once configs/_base/ lands.
+_OLD = {'model.anchor.sizes': 'model.anchor_sizes',
+        'model.anchor.aspect_ratios': 'model.aspect_ratios',
+        'model.backbone.depths': 'model.depths'}
+
+
+def _at(c, dotted):
+  node = c
+  try:
+    for k in dotted.split('.'):
+      node = node[k]
+    return node
+  except (KeyError, TypeError):
+    if dotted in _OLD:
+      return _at(c, _OLD[dotted])
+    raise KeyError(f'no detx config key {dotted}') from None
+
+
+_SCHEDULE = dict(base_lr='optim.base_lr', warmup_factor='optim.schedule.warmup_factor',
+                 lr_gamma='optim.schedule.gamma', max_iters='train.steps',
+                 batch='train.batch_size', momentum='optim.momentum',
+                 weight_decay='optim.weight_decay')
+_RESNET_PATHS = dict(
+    depth='model.backbone.depth', variant='model.backbone.variant',
+    freeze_norm='model.backbone.freeze_norm', freeze_at='model.backbone.freeze_at',
+    train_short_side='data.short_side', train_long_side='data.long_side',
+    test_short_side='data.short_side', test_long_side='data.long_side')  # one key each
+_RCNN_PATHS = dict(
+    _RESNET_PATHS, aspect_ratios='model.anchor.aspect_ratios',
+    rpn_batch_size_per_im='model.rpn.batch_size_per_im',
+    rpn_fg_fraction='model.rpn.fg_fraction',
+    rpn_positive_overlap='model.rpn.positive_overlap',
+    rpn_negative_overlap='model.rpn.negative_overlap',
+    rpn_straddle_thresh='model.rpn.straddle_thresh',
+    rpn_train_pre_nms_top_n='model.rpn.train_pre_nms_top_n',
+    rpn_train_post_nms_top_n='model.rpn.train_post_nms_top_n',
+    rpn_test_pre_nms_top_n='model.rpn.test_pre_nms_top_n',
+    rpn_test_post_nms_top_n='model.rpn.test_post_nms_top_n',
+    rpn_train_collect_top_n='model.rpn.train_collect_top_n',
+    rpn_test_collect_top_n='model.rpn.test_collect_top_n',
+    rpn_collect_images='model.rpn.collect_images',
+    rpn_nms_thresh='model.rpn.nms_thresh', rpn_min_size='model.rpn.min_size',
+    roi_batch_size_per_im='model.roi.batch_size_per_im',
+    roi_fg_fraction='model.roi.fg_fraction', roi_fg_thresh='model.roi.fg_thresh',
+    roi_bg_thresh_hi='model.roi.bg_thresh_hi', roi_bg_thresh_lo='model.roi.bg_thresh_lo',
+    bbox_reg_weights='model.roi.bbox_reg_weights',
+    roi_resolution='model.roi.resolution', roi_sampling_ratio='model.roi.sampling_ratio',
+    roi_canonical_size='model.roi.canonical_size',
+    roi_canonical_level='model.roi.canonical_level', box_head_hidden='model.roi.hidden',
+    nms_score_threshold='model.nms.score_threshold', nms_threshold='model.nms.nms_threshold',
+    nms_keep_top_k='model.nms.keep_top_k', nms_top_k='model.nms.max_candidates',
+    eval_pad_stride='model.rpn.eval_pad_stride',
+    mask_resolution='model.mask.resolution', mask_roi_resolution='model.mask.roi_resolution',
+    mask_num_convs='model.mask.num_convs', mask_conv_dim='model.mask.conv_dim')
+_CASCADE_PATHS = dict(  # rcnn's cascade roi_losses: bg_thresh_hi = the stage's fg_thresh
+    roi_fg_thresh='model.cascade.fg_thresholds', roi_bg_thresh_hi='model.cascade.fg_thresholds',
+    bbox_reg_weights='model.cascade.reg_weights',
+    cascade_loss_weights='model.cascade.loss_weights')
+_RETINA_PATHS = dict(
+    _RESNET_PATHS, anchor_base_scale='model.anchor.base_scale',
+    anchor_scales_per_octave='model.anchor.scales_per_octave',
+    aspect_ratios='model.anchor.aspect_ratios',
+    positive_overlap='model.target.positive_overlap',
+    negative_overlap='model.target.negative_overlap',
+    focal_gamma='model.loss.gamma', focal_alpha='model.loss.alpha',
+    smooth_l1_sigma='model.loss.sigma', loss_group_images='model.loss.group_images',
+    prior_prob='model.head.prior_prob', head_num_convs='model.head.num_convs',
+    head_channels='model.head.channels',
+    nms_score_threshold='model.nms.score_threshold', nms_threshold='model.nms.nms_threshold',
+    nms_top_k='model.nms.pre_nms_top_n', nms_keep_top_k='model.nms.keep_top_k',
+    eval_pad_stride='model.eval_pad_stride', train_pad_stride='data.pad_multiple')
+_YOLO_PATHS = dict(
+    darknet_depths='model.backbone.depths', anchors='model.anchors',
+    anchor_masks='model.anchor_masks',
+    ignore_thresh='model.ignore_thresh', label_smooth='model.label_smooth',
+    nms_score_threshold='model.nms.score_threshold', nms_threshold='model.nms.nms_threshold',
+    nms_top_k='model.nms.nms_top_k', nms_keep_top_k='model.nms.keep_top_k',
+    conf_thresh='model.conf_thresh', train_sizes='data.train_sizes', test_size='eval.size',
+    mixup_epochs='data.mixup_epochs', max_boxes='data.max_boxes')
+_NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
+
+
+def _levels(m):
+  """The anchor levels (stride 2**level): the FPN neck's, or C4's res4."""
+  if 'neck' in m:
+    fpn = m.neck.name == 'fpn'
+    return tuple(range(m.neck.min_level, m.neck.max_level + 1)) if fpn else (4,)
+  if m.name == 'retinanet':  # pre-refactor layout: detx/models/retinanet.py LEVELS
+    return (3, 4, 5, 6, 7)
+  return (2, 3, 4, 5, 6) if m.fpn else (4,)  # pre-refactor layout: model.fpn
+
+
+def read(config, fact):
+  """The value of `fact` (a ZOO key) in a built detx config; KeyError if it has none."""
+  m = config.model
+  rcnn = m.name in ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn')
+  if fact in ('warmup_steps', 'milestones'):  # what detx runs at train.steps
+    warmup, milestones = schedules.resolve(config.optim.schedule, config.train.steps)
+    return warmup if fact == 'warmup_steps' else milestones
+  if fact == 'norm' and m.name != 'yolov3':
+    return _NORMS.get(m.backbone.norm, m.backbone.norm)
+  if fact == 'anchor_strides' and m.name != 'yolov3':
+    return tuple(2 ** level for level in _levels(m))
+  if rcnn and fact == 'anchor_sizes':  # FPN: anchor sizes[0] on the first level, x2 per level
+    sizes, levels = _at(config, 'model.anchor.sizes'), _levels(m)
+    return tuple(sizes[0] * 2 ** (l - levels[0]) for l in levels) if len(levels) > 1 else sizes
+  if rcnn and fact == 'train_pad_stride':
+    return config.data.get('pad_multiple', 32)  # detx.data.loader's default
+  if m.name == 'cascade_rcnn' and fact == 'roi_bg_thresh_lo':
+    return (m.roi.bg_thresh_lo,) * 3  # one value for every stage
+  if m.name == 'cascade_rcnn' and fact == 'cascade_head_lr':
+    return tuple(1.0 / w for w in m.cascade.loss_weights)  # rcnn build: stage lr 1 / weight
+  paths = dict(_SCHEDULE)
+  if rcnn:
+    paths.update(_RCNN_PATHS)
+    if m.name == 'cascade_rcnn':
+      paths.update(_CASCADE_PATHS)
+  elif m.name == 'retinanet':
+    paths.update(_RETINA_PATHS)
+  elif m.name == 'yolov3':
+    paths.update(_YOLO_PATHS)
+  if fact not in paths:
+    raise KeyError(f'no detx config key for {fact!r} ({m.name})')
+  return _at(config, paths[fact])
+
+
+# ---------------------------------------------------------------- tests
+def _plain(v):
+  """Tuples/lists (nested) as tuples, for comparison."""
+  if isinstance(v, (tuple, list)):
+    return tuple(_plain(x) for x in v)
+  return v
+
+
+def _same(actual, expected):
+  actual, expected = _plain(actual), _plain(expected)
+  if isinstance(expected, tuple):
+    return (isinstance(actual, tuple) and len(actual) == len(expected)
+            and all(_same(a, e) for a, e in zip(actual, expected)))
+  if isinstance(expected, bool) or isinstance(expected, str):
+    return actual == expected
+  return actual == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_every_config_has_a_row():
+  assert sorted(ZOO) == ROWS, (
+      'configs/ and the ZOO table differ: add a row for each new zoo config '
+      f'(missing {sorted(set(ROWS) - set(ZOO))}, stale {sorted(set(ZOO) - set(ROWS))})')
+
+
+@pytest.mark.parametrize('row', sorted(ZOO))
+def test_row_matches_paddle(row):
+  config = cfg.load(row)
+  wrong = []
+  for fact, expected in ZOO[row].items():
+    if (row, fact) in NOT_IN_CONFIG:
+      continue
+    actual = read(config, fact)
+    if (row, fact) in KNOWN_DIFFERENCES:
+      pinned, why = KNOWN_DIFFERENCES[(row, fact)]
+      if not _same(actual, pinned):
+        wrong.append(f'{fact}: detx {actual!r}; the known difference ({why}) pinned '
+                     f'{pinned!r}, Paddle {expected!r}: update KNOWN_DIFFERENCES')
+    elif not _same(actual, expected):
+      wrong.append(f'{fact}: detx {actual!r}, Paddle {expected!r}')
+  assert not wrong, f'{row}:\n  ' + '\n  '.join(wrong)
+
+
+def test_bookkeeping_entries_name_real_facts():
+  for (row, fact), (pinned, why) in KNOWN_DIFFERENCES.items():
+    assert fact in ZOO[row] and why and not _same(pinned, ZOO[row][fact])
+  for (row, fact), where in NOT_IN_CONFIG.items():
+    assert fact in ZOO[row] and where
+    with pytest.raises(KeyError):  # a new config key: compare it (drop the entry)
+      read(cfg.load(row), fact)
