@@ -10,10 +10,9 @@ from detx import config as base
 
 
 def get_config():
-  c = base.load('yolov3_darknet')
+  c = base.load('_base/yolov3')
   c.model.num_classes = 4
-  c.model.depths = (1, 1, 2, 2, 1)
-  c.model.width = 0.25
+  c.model.backbone.update(depths=(1, 1, 2, 2, 1), width=0.25)
   # COCO's anchors scaled from 608 to the 128-pixel input.
   c.model.anchors = tuple((round(w * 128 / 608, 1), round(h * 128 / 608, 1))
                           for w, h in c.model.anchors)

@@ -1,8 +1,9 @@
 """The standard config every detx config derives from, and a loader for configs/*.py.
 
 Configs are plain Python: `configs/<name>.py` defines `get_config()` returning an
-`ml_collections.ConfigDict`; a zoo config loads its base with `load()` and overrides
-only what differs. Standard keys (DESIGN.md): data.dir, data.train_split,
+`ml_collections.ConfigDict`. Each family has one base under configs/_base/ holding the
+family's full Paddle settings (derived from `default()` here); a zoo row loads its family
+base with `load()` and states only what differs. Standard keys (DESIGN.md): data.dir, data.train_split,
 data.train_limit, data.max_size, eval.split, eval.limit, train.steps,
 train.batch_size, train.stop_at, train.log_every, train.checkpoint_every, eval.every, seed.
 """
@@ -18,13 +19,30 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 def default() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = dict(name='', num_classes=80, dtype='float32', remat=False, pretrained='')
+  # Heads' keys live in the family's base (configs/_base/). Backbone and neck keys are
+  # here, the union over detx.models.backbones / necks, so that any family takes any
+  # backbone by command-line overrides (--config.model.backbone.name=resnet ...).
+  c.model = dict(name='', num_classes=80, dtype='float32', remat=False, pretrained='',
+                 anchor_scale=0.0)  # 0: detx.models.base.anchor_scale decides
+  c.model.backbone = dict(
+      name='resnet',
+      depth=50, variant='b', groups=1, group_width=64,  # resnet: b/vd, ResNeXt groups
+      norm='affine', freeze_norm=True, freeze_at=2,     # resnet: frozen parts
+      depths=(1, 2, 8, 8, 4), width=1.0)                # darknet: blocks per stage, width
+  c.model.neck = dict(name='none', channels=256, min_level=2, max_level=6,
+                      extra_convs=False)  # 'fpn' or 'none' (C4: res4 feeds the heads)
   c.data = dict(
       name='coco', dir='', train_split='train', train_limit=0, max_size=0,
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
       augment='full', cache_dir='', shuffle=True, bad_boxes='error',
-      exif='ignore', bad_images='error', empty_images='keep')
-  c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4)
+      exif='ignore', bad_images='error', empty_images='keep',
+      # the R-CNN pipeline (detx.data.pipelines.rcnn): resize, padding, GT mask crops
+      short_side=800, long_side=1333, pad_multiple=32, mask_size=112,
+      keep_crowd=False, buckets=())  # buckets: explicit [h, w] pad shapes; () = derived
+  # eval.metric: 'coco' (bbox, + segm for mask models) or 'voc' (voc/mAP at IoU 0.5,
+  # eval.map_type '11point' or 'integral'); detx.evaluation.EVALUATORS.
+  c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4,
+                metric='coco', map_type='11point')
   c.train = dict(steps=1000, batch_size=8, stop_at=0, log_every=20,
                  checkpoint_every=500, keep_checkpoints=3, max_bad_steps=20,
                  best_metric='bbox/AP', inject_nan_steps=(),
@@ -34,8 +52,9 @@ def default() -> ml_collections.ConfigDict:
   return c
 
 
-def load(name_or_path: str) -> ml_collections.ConfigDict:
-  """Loads `configs/<name>.py` (or a path) and returns its get_config()."""
+def load(name_or_path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Loads `configs/<name>.py` (or a path; `_base/<family>` for a family base) and
+  returns its get_config() (get_config(arg) when arg is given)."""
   path = Path(name_or_path)
   if not path.suffix:
     path = CONFIG_DIR / f'{name_or_path}.py'
@@ -44,7 +63,17 @@ def load(name_or_path: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(f'detx_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+def set_schedule(config, preset: str, **schedule) -> ml_collections.ConfigDict:
+  """optim.schedule from a detx.schedules preset and train.steps at its length;
+  `schedule` overrides fields of the block (e.g. ref_warmup=1000, warmup_factor=0.1)."""
+  from detx import schedules
+  config.optim.schedule = schedules.schedule_config(preset)
+  config.optim.schedule.update(schedule)
+  config.train.steps = config.optim.schedule.ref_steps
+  return config
 
 
 def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]):

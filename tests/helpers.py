@@ -11,8 +11,8 @@ def tiny_config(tmp_path, steps=6, sizes=(64,), **overrides):
   if not data_dir.exists():
     synthetic.generate(data_dir, num_train=24, num_val=8, image_size=64, seed=0)
   c = cfg.load('quickstart')
-  c.model.depths = (1, 1, 1, 1, 1)
-  c.model.width = 0.125
+  c.model.backbone.depths = (1, 1, 1, 1, 1)
+  c.model.backbone.width = 0.125
   c.data.dir = str(data_dir)
   c.data.cache_dir = str(tmp_path / 'tfds')
   c.data.train_sizes = tuple(sizes)

@@ -21,7 +21,7 @@ def test_second_start_hits_the_compilation_cache(tmp_path):
     cmd = [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py', '--mode=train',
            f'--workdir={tmp_path / run}', f'--config.data.dir={tmp_path / "shapes"}',
            f'--config.data.cache_dir={tmp_path / "tfds"}', f'--config.compile_cache={tmp_path / "jax"}',
-           '--config.model.depths=(1,1,1,1,1)', '--config.model.width=0.125',
+           '--config.model.backbone.depths=(1,1,1,1,1)', '--config.model.backbone.width=0.125',
            '--config.data.train_sizes=(64,)', '--config.eval.size=64',
            '--config.train.batch_size=4', '--config.data.max_boxes=8', '--config.train.steps=2']
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)

@@ -18,7 +18,7 @@ import pytest
 
 from detx import config as cfg
 from detx import schedules
-from detx.models import build_model
+from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.train import make_optimizer
 
@@ -61,8 +61,8 @@ SHALLOW_BLOCKS = {50: (1, 1, 1, 1), 101: (1, 1, 2, 1)}
 def _tiny(c):
   c.data.max_size = 128
   if c.model.name == 'yolov3':
-    c.model.depths = (1, 1, 1, 1, 1)
-    c.model.width = 0.25
+    c.model.backbone.depths = (1, 1, 1, 1, 1)
+    c.model.backbone.width = 0.25
   if c.model.name in RCNN:
     c.model.rpn.update(train_pre_nms_top_n=256, train_post_nms_top_n=128,
                        train_collect_top_n=128, test_pre_nms_top_n=128,

@@ -25,8 +25,8 @@ def _free_port() -> int:
 def _cmd(workdir, tmp_path):
   return [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py', '--mode=train',
           f'--workdir={workdir}', f'--config.data.dir={tmp_path / "shapes"}',
-          f'--config.data.cache_dir={tmp_path / "tfds"}', '--config.model.depths=(1,1,1,1,1)',
-          '--config.model.width=0.125', '--config.data.train_sizes=(64,)', '--config.eval.size=64',
+          f'--config.data.cache_dir={tmp_path / "tfds"}', '--config.model.backbone.depths=(1,1,1,1,1)',
+          '--config.model.backbone.width=0.125', '--config.data.train_sizes=(64,)', '--config.eval.size=64',
           '--config.train.batch_size=4', '--config.data.max_boxes=8', '--config.train.steps=3',
           '--config.train.log_every=1', '--config.optim.base_lr=0.001']
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detx import metrics, train
+from detx import evaluation, metrics, train
 from tests.helpers import tiny_config
 from tests.test_train import _final_params
 
@@ -55,7 +55,7 @@ def test_a_failing_evaluation_keeps_the_final_checkpoint(tmp_path, monkeypatch):
     raise RuntimeError('evaluation failed')
 
   monkeypatch.setattr(checkpoint.Checkpointer, 'close', close)
-  monkeypatch.setattr(train, 'evaluate', broken_eval)
+  monkeypatch.setattr(evaluation, 'evaluate', broken_eval)
   c = tiny_config(tmp_path, steps=3)
   with pytest.raises(RuntimeError, match='evaluation failed'):
     train.train_and_evaluate(c, str(tmp_path / 'run'))
@@ -66,8 +66,8 @@ def test_a_failing_evaluation_keeps_the_final_checkpoint(tmp_path, monkeypatch):
 def _main_cmd(workdir, data_dir, cache_dir, *extra):
   return [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py',
           f'--workdir={workdir}', f'--config.data.dir={data_dir}',
-          f'--config.data.cache_dir={cache_dir}', '--config.model.depths=(1,1,1,1,1)',
-          '--config.model.width=0.125', '--config.data.train_sizes=(64,)',
+          f'--config.data.cache_dir={cache_dir}', '--config.model.backbone.depths=(1,1,1,1,1)',
+          '--config.model.backbone.width=0.125', '--config.data.train_sizes=(64,)',
           '--config.eval.size=64', '--config.train.batch_size=4', '--config.data.max_boxes=8',
           '--config.train.log_every=1', *extra]
 

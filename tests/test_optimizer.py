@@ -6,7 +6,7 @@ import pytest
 
 from detx import config as cfg
 from detx import schedules
-from detx.models import ParamRules
+from detx.optim import ParamRules
 from detx.train import make_optimizer
 
 

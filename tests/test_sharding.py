@@ -8,7 +8,7 @@ import numpy as np
 
 from detx import sharding, train
 from detx.data import loader
-from detx.models import build_model
+from detx.models.base import build_model
 from tests.helpers import flat_params, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 from detx import sharding, train
 from detx.data import loader
-from detx.models import build_model
+from detx.models.base import build_model
 from tests.helpers import tiny_config, flat_params
 out = {{}}
 for mode in ('replicated', 'fsdp'):

@@ -202,12 +202,6 @@ NOT_IN_CONFIG = {
 
 
 # ---------------------------------------------------------------- the one accessor
-# Pre-refactor layout (HEAD a639a3a): new path -> old path. Drop once configs/_base/ lands.
-_OLD = {'model.anchor.sizes': 'model.anchor_sizes',
-        'model.anchor.aspect_ratios': 'model.aspect_ratios',
-        'model.backbone.depths': 'model.depths'}
-
-
 def _at(c, dotted):
   node = c
   try:
@@ -215,8 +209,6 @@ def _at(c, dotted):
       node = node[k]
     return node
   except (KeyError, TypeError):
-    if dotted in _OLD:
-      return _at(c, _OLD[dotted])
     raise KeyError(f'no detx config key {dotted}') from None
 
 
@@ -286,12 +278,8 @@ _NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
 
 def _levels(m):
   """The anchor levels (stride 2**level): the FPN neck's, or C4's res4."""
-  if 'neck' in m:
-    fpn = m.neck.name == 'fpn'
-    return tuple(range(m.neck.min_level, m.neck.max_level + 1)) if fpn else (4,)
-  if m.name == 'retinanet':  # pre-refactor layout: detx/models/retinanet.py LEVELS
-    return (3, 4, 5, 6, 7)
-  return (2, 3, 4, 5, 6) if m.fpn else (4,)  # pre-refactor layout: model.fpn
+  fpn = m.neck.name == 'fpn'
+  return tuple(range(m.neck.min_level, m.neck.max_level + 1)) if fpn else (4,)
 
 
 def read(config, fact):

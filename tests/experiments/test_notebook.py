@@ -34,7 +34,7 @@ def test_notebook_runs_headless(tmp_path, monkeypatch):
   data = synthetic.generate(tmp_path / 'shapes', num_train=24, num_val=8, image_size=64, seed=0)
   workdir = tmp_path / 'run'
   overrides = {
-      'model.depths': (1, 1, 1, 1, 1), 'model.width': 0.125, 'data.train_sizes': (64,),
+      'model.backbone.depths': (1, 1, 1, 1, 1), 'model.backbone.width': 0.125, 'data.train_sizes': (64,),
       'eval.size': 64, 'eval.batch_size': 4, 'train.batch_size': 4, 'data.max_boxes': 8,
       'train.log_every': 1, 'train.checkpoint_every': 3,
       'data.dir': str(data), 'data.cache_dir': str(tmp_path / 'tfds')}

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'experiments' / 'sweep.py'
 QUICKSTART = ROOT / 'configs' / 'quickstart.py'
-TINY = ['model.depths=(1,1,1,1,1)', 'model.width=0.125', 'data.train_sizes=(64,)',
+TINY = ['model.backbone.depths=(1,1,1,1,1)', 'model.backbone.width=0.125', 'data.train_sizes=(64,)',
         'eval.size=64', 'eval.batch_size=4', 'train.batch_size=4', 'data.max_boxes=8',
         'train.steps=4', 'train.log_every=1']
 

@@ -9,7 +9,8 @@ import pytest
 
 from detx import config as cfg
 from detx import ops
-from detx.models import build_model, rcnn
+from detx.models import cascade_rcnn, rcnn
+from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.models.heads import roi_heads
 from detx.weights import paddle as pw
@@ -197,8 +198,8 @@ def test_detect_decodes_per_class_and_maps_back():
 
 
 def test_cascade_variances():
-  assert rcnn.cascade_variances(10.0) == (0.1, 0.1, 0.2, 0.2)
-  np.testing.assert_allclose(rcnn.cascade_variances(30.0), [1 / 30, 1 / 30, 2 / 30, 2 / 30])
+  assert cascade_rcnn.cascade_variances(10.0) == (0.1, 0.1, 0.2, 0.2)
+  np.testing.assert_allclose(cascade_rcnn.cascade_variances(30.0), [1 / 30, 1 / 30, 2 / 30, 2 / 30])
 
 
 def _batch(b=2, g=4, mask_size=28):

@@ -11,11 +11,13 @@ import pytest
 from flax import traverse_util
 
 from detx import config as cfg
-from detx.models import build_model, retinanet
+from detx.models import retinanet
+from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.models.heads import retina
 from detx.weights import paddle as pw
-from tests.ops.test_retina import _assign_reference, _focal_reference
+from tests.ops.test_losses import _focal_reference
+from tests.ops.test_retina import _assign_reference
 
 SIGMA = 3.0151134457776365
 
@@ -184,8 +186,12 @@ def _scene():
 def test_shallow_model_fits_one_image():
   with pytest.MonkeyPatch.context() as mp:
     mp.setitem(resnet.BLOCKS, 50, (1, 1, 1, 1))
-    module = retinanet.RetinaNet(num_classes=3, num_convs=1, head_channels=64,
-                                 anchor_scale=0.5, keep_top_k=10)
+    c = cfg.load('retinanet_r50_fpn_1x')
+    c.model.num_classes = 3
+    c.model.head.update(num_convs=1, channels=64)
+    c.model.nms.keep_top_k = 10
+    c.model.anchor_scale = 0.5
+    module = build_model(c)[0]
     batch = _scene()
     train_b = {k: batch[k] for k in module.TRAIN_KEYS}
     eval_b = {k: batch[k] for k in module.EVAL_KEYS}

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from detx import config as cfg
-from detx.models import build_model, yolov3
+from detx.models import yolov3
+from detx.models.base import build_model
 from detx.models.backbones.darknet import DarkNet
 
 
@@ -13,7 +14,8 @@ def test_darknet53_feature_shapes_and_param_count():
   x = jnp.zeros((1, 64, 64, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   feats = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
-  assert [f.shape for f in feats] == [(1, 8, 8, 256), (1, 4, 4, 512), (1, 2, 2, 1024)]
+  assert {l: f.shape for l, f in feats.items()} == {3: (1, 8, 8, 256), 4: (1, 4, 4, 512),
+                                                   5: (1, 2, 2, 1024)}
   n = sum(np.prod(p.shape) for p in jax.tree.leaves(variables['params']))
   # DarkNet53 without the classifier: 40.58M weights + 2 x BN channels.
   assert 40_000_000 < n < 41_000_000
@@ -31,8 +33,8 @@ def test_paddle_prefixes_in_param_names():
 def _quick_config():
   c = cfg.load('quickstart')
   c.model.num_classes = 3
-  c.model.depths = (1, 1, 1, 1, 1)
-  c.model.width = 0.125
+  c.model.backbone.depths = (1, 1, 1, 1, 1)
+  c.model.backbone.width = 0.125
   return c
 
 

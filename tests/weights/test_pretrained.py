@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from detx import sharding, train
-from detx.models import build_model
+from detx.models.base import build_model
 from detx.weights import paddle as pw
 from detx.weights import pretrained
 from tests.helpers import flat_params, tiny_config

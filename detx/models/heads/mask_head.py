@@ -16,8 +16,8 @@ slower than its forward pass, which made Mask R-CNN's train step 5x slower.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from detx.models.heads.rpn import sigmoid_bce
 from detx.models.layers import Conv, Dtype
+from detx.ops.losses import sigmoid_bce
 
 
 def _msra(fan_in: int):

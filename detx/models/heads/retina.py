@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from detx import ops
-from detx.models.heads.rpn import smooth_l1
 from detx.models.layers import Conv, Dtype
+from detx.ops.losses import smooth_l1
 
 _normal = nn.initializers.normal
 

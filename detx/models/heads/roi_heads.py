@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from detx import ops
-from detx.models.heads.rpn import smooth_l1
 from detx.models.backbones.resnet import ResNetStage
 from detx.models.layers import Dtype
 from detx.models.necks.fpn import paddle_xavier
 from detx.ops.boxes import DEFAULT_SCALE_CLIP
+from detx.ops.losses import smooth_l1
 from detx.ops.nms import first_true, greedy_keep
 
 _normal = nn.initializers.normal

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from detx import ops
 from detx.models.layers import Conv, Dtype
+from detx.ops.losses import sigmoid_bce, smooth_l1
 
 _normal = nn.initializers.normal
 
@@ -56,18 +57,6 @@ def level_anchors(feat_shapes: Sequence[Sequence[int]], sizes_per_level: Sequenc
   """Paddle's anchor_generator on each level: a list of [H_l * W_l * A, 4] constants."""
   return [ops.anchor_generator(hw, sizes, aspect_ratios, stride)
           for hw, sizes, stride in zip(feat_shapes, sizes_per_level, strides)]
-
-
-def smooth_l1(diff, sigma: float):
-  """Paddle's smooth_l1 per element: 0.5 (sigma x)^2 if |x| < 1 / sigma^2, else |x| - 0.5 / sigma^2."""
-  s2 = sigma * sigma
-  a = jnp.abs(diff)
-  return jnp.where(a < 1.0 / s2, 0.5 * s2 * diff * diff, a - 0.5 / s2)
-
-
-def sigmoid_bce(logits, labels):
-  """Numerically stable sigmoid cross-entropy (Paddle's sigmoid_cross_entropy_with_logits)."""
-  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
 def _flatten_levels(outs):

@@ -1,0 +1,82 @@
+"""Cascade R-CNN (PADDLEDET_SPEC §2.5) on ResNet-FPN: three box heads (`bbox_head`,
+`bbox_head_2`, `bbox_head_3`; Paddle's `fc6_2`, `cls_score_3`, ...) at IoU 0.5 / 0.6 / 0.7
+with class-agnostic regression, from the `cascade` sub-config: fg_thresholds, reg_weights
+(stage variances 1/w, 1/w, 2/w, 2/w), loss_weights (also the stages' lr: 1 / weight).
+"""
+import jax
+import jax.numpy as jnp
+
+from detx import ops
+from detx.models import rcnn
+from detx.models.heads import roi_heads
+from detx.models.rcnn import RCNN
+
+
+def cascade_variances(reg_weight: float):
+  """Cascade stage variance from its bbox_reg_weight w: [1/w, 1/w, 2/w, 2/w]."""
+  return (1.0 / reg_weight, 1.0 / reg_weight, 2.0 / reg_weight, 2.0 / reg_weight)
+
+
+class CascadeRCNN(RCNN):
+  """Cascade R-CNN (FPN): 3 stages at IoU 0.5 / 0.6 / 0.7, class-agnostic regression."""
+  def setup_heads(self):
+    if not self.fpn:
+      raise ValueError('Cascade R-CNN is built on FPN (as in PaddleDetection)')
+    self.bbox_head = self.make_box_head('', 2)
+    self.bbox_head_2 = self.make_box_head('_2', 2)
+    self.bbox_head_3 = self.make_box_head('_3', 2)
+
+  def stage_heads(self):
+    return (self.bbox_head, self.bbox_head_2, self.bbox_head_3)
+
+  def init_heads(self, feats):
+    r = self.cfg.roi.resolution
+    x = jnp.zeros((1, r, r, self.cfg.neck.channels), self.dtype)
+    return [head(x) for head in self.stage_heads()]
+
+  def refine(self, rois, deltas, stage: int):
+    """Decode the foreground slot of class-agnostic deltas [N, K, 8] with the stage's
+    variance (Paddle's box_coder; no clip to the image)."""
+    d = deltas.reshape(deltas.shape[:-1] + (2, 4))[..., 1, :]
+    var = cascade_variances(self.cfg.cascade.reg_weights[stage])
+    return jax.lax.stop_gradient(ops.decode_boxes(rois, d, var, legacy=True))
+
+  def roi_losses(self, feats, rois, valid, batch, key):
+    losses = {}
+    for i, head in enumerate(self.stage_heads()):
+      thr = self.cfg.cascade.fg_thresholds[i]
+      kw = dict(fg_thresh=thr, bg_thresh_hi=thr, class_agnostic=True,
+                bbox_reg_weights=cascade_variances(self.cfg.cascade.reg_weights[i]))
+      if i == 0:
+        t = self.sample(key, rois, valid, batch, **kw)
+      else:
+        t = self.sample(None, rois, valid, batch, is_cascade=True, **kw)
+      cls, box, _ = self.box_head(head, feats, t['rois'], train=True)
+      w = self.cfg.cascade.loss_weights[i]
+      losses[f'loss_cls_{i}'], losses[f'loss_bbox_{i}'] = roi_heads.fast_rcnn_losses(
+          cls, box, t, 2, weight=w)
+      if i < 2:
+        rois, valid = self.refine(t['rois'], box, i), t['valid']
+    return losses
+
+  def predict(self, feats, rois, valid, batch):
+    heads = self.stage_heads()
+    for i in range(2):
+      _, box, _ = self.box_head(heads[i], feats, rois)
+      rois = self.refine(rois, box, i)
+    n, k = rois.shape[:2]
+    pooled = self.pool(feats, rois, self.cfg.roi.resolution)
+    probs, box3 = 0.0, None
+    for head in heads:  # every stage's classifier on the stage-3 RoI features
+      cls, box = head(pooled)
+      probs = probs + jax.nn.softmax(cls.reshape(n, k, -1), axis=-1) / 3.0
+      box3 = box.reshape(n, k, -1)
+    var = cascade_variances(self.cfg.cascade.reg_weights[2])
+    return self.detect(probs, box3, rois, valid, batch, var, True)
+
+
+def param_rules(config, module: CascadeRCNN):
+  """The R-CNN rules with each stage's lr at 1 / its loss weight (Paddle's cascade heads)."""
+  names = ('bbox_head', 'bbox_head_2', 'bbox_head_3')
+  return rcnn.param_rules(config, module, {n: 1.0 / w for n, w in
+                                           zip(names, config.model.cascade.loss_weights)})
