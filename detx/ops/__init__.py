@@ -7,8 +7,8 @@ from detx.ops.anchors import anchor_generator, retinanet_anchor_sizes, retinanet
 from detx.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
 from detx.ops.proposals import collect_fpn_proposals, generate_fpn_proposals, generate_proposals
 from detx.ops.sampling import expand_box_targets, rpn_target_assign, sample_rois
-from detx.ops.retina import (retinanet_detection_output, retinanet_target_assign,
-                             sigmoid_focal_loss)
+from detx.ops.retina import retinanet_detection_output, retinanet_target_assign
+from detx.ops.losses import sigmoid_bce, sigmoid_focal_loss, smooth_l1
 
 __all__ = [
     'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes',
@@ -17,5 +17,6 @@ __all__ = [
     'roi_align', 'multilevel_roi_align', 'fpn_levels',
     'generate_proposals', 'generate_fpn_proposals', 'collect_fpn_proposals',
     'rpn_target_assign', 'sample_rois', 'expand_box_targets',
-    'retinanet_target_assign', 'sigmoid_focal_loss', 'retinanet_detection_output',
+    'retinanet_target_assign', 'retinanet_detection_output',
+    'smooth_l1', 'sigmoid_bce', 'sigmoid_focal_loss',
 ]

@@ -1,6 +1,7 @@
-"""RetinaNet ops with Paddle's semantics: `retinanet_target_assign`, `sigmoid_focal_loss`
-and `retinanet_detection_output` (paddle/fluid/operators/detection/*, read for
-PaddleDetection's RetinaHead; paddlepaddle 3.x no longer ships any of the three).
+"""RetinaNet ops with Paddle's semantics: `retinanet_target_assign` and
+`retinanet_detection_output` (paddle/fluid/operators/detection/*, read for
+PaddleDetection's RetinaHead; paddlepaddle 3.x no longer ships either; its
+`sigmoid_focal_loss` is in detx.ops.losses).
 
 Static shapes: target assignment returns per-anchor arrays (label -1 for ignored
 anchors) where Paddle gathers variable-length index lists; detection output returns
@@ -62,30 +63,6 @@ def retinanet_target_assign(anchors, gt_boxes, gt_labels, gt_valid, is_crowd,
       'matched_gt': jnp.where(fg, argmax, 0),
       'fg_num': jnp.sum(fg_cand).astype(jnp.int32) + 1,
   })
-
-
-def sigmoid_focal_loss(logits, labels, fg_num, gamma: float = 2.0, alpha: float = 0.25):
-  """Paddle's `sigmoid_focal_loss` per element (the caller sums).
-
-  logits [..., C]; labels [...] int: k in 1..C makes class k - 1 positive and the other
-  classes negative, 0 makes every class negative, -1 ignores the row; fg_num (broadcast
-  against labels) is the normaliser, floored at 1 as Paddle does. With p = sigmoid(x):
-  positive -alpha (1 - p)^gamma log(p) / fg_num, negative -(1 - alpha) p^gamma
-  log(1 - p) / fg_num, ignored 0. log p is computed stably (Paddle floors p at FLT_MIN,
-  which differs only for logits below -87); the gradient is the analytic one, as
-  Paddle's hand-written grad kernel.
-  """
-  x = logits.astype(jnp.float32)
-  c = x.shape[-1]
-  labels = labels.astype(jnp.int32)[..., None]
-  pos = labels == jnp.arange(1, c + 1, dtype=jnp.int32)
-  neg = (labels != -1) & ~pos
-  p = jax.nn.sigmoid(x)
-  term_pos = (1.0 - p) ** gamma * jax.nn.log_sigmoid(x)
-  term_neg = p ** gamma * jax.nn.log_sigmoid(-x)
-  norm = jnp.maximum(jnp.asarray(fg_num, jnp.float32), 1.0)[..., None]
-  loss = jnp.where(pos, -alpha * term_pos, 0.0) + jnp.where(neg, -(1.0 - alpha) * term_neg, 0.0)
-  return loss / norm
 
 
 def _level_candidates(scores, deltas, anchors, threshold: float, top_k: int):

@@ -10,14 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from detx.ops.losses import sigmoid_bce
+
 
 def _split_anchors(anchors) -> np.ndarray:
   return np.asarray(anchors, np.float64).reshape(-1, 2)
-
-
-def _sigmoid_ce(logits, labels):
-  """Elementwise sigmoid cross-entropy with soft labels (Paddle's formulation)."""
-  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
 def yolo_box(x, img_size, anchors, class_num: int, conf_thresh: float,
@@ -147,7 +144,7 @@ def yolo_loss(x, gt_box, gt_label, gt_score, anchors: Sequence[float],
   tw = jnp.log(gw * input_w / jnp.asarray(all_anchors[:, 0], dtype)[best_n])
   th = jnp.log(gh * input_h / jnp.asarray(all_anchors[:, 1], dtype)[best_n])
   box_weight = (2.0 - gw * gh) * score
-  box_loss = (_sigmoid_ce(pred[..., 0], tx) + _sigmoid_ce(pred[..., 1], ty) +
+  box_loss = (sigmoid_bce(pred[..., 0], tx) + sigmoid_bce(pred[..., 1], ty) +
               jnp.abs(pred[..., 2] - tw) + jnp.abs(pred[..., 3] - th)) * box_weight
   if use_label_smooth:
     smooth = min(1.0 / class_num, 1.0 / 40)
@@ -156,7 +153,7 @@ def yolo_loss(x, gt_box, gt_label, gt_score, anchors: Sequence[float],
     label_pos, label_neg = 1.0, 0.0
   one_hot = gt_label[..., None] == jnp.arange(class_num)
   cls_target = jnp.where(one_hot, label_pos, label_neg).astype(dtype)
-  cls_loss = jnp.sum(_sigmoid_ce(pred[..., 5:], cls_target), axis=-1) * score
+  cls_loss = jnp.sum(sigmoid_bce(pred[..., 5:], cls_target), axis=-1) * score
   gt_loss = jnp.sum(jnp.where(pos, box_loss + cls_loss, 0.0), axis=-1)
 
   # Positive cells take the score of the last GT assigned to them.
@@ -165,6 +162,6 @@ def yolo_loss(x, gt_box, gt_label, gt_score, anchors: Sequence[float],
   win_score = jnp.take_along_axis(score, jnp.maximum(winner, 0).reshape(n, -1), axis=1)
   obj_mask = jnp.where(winner >= 0, win_score.reshape(n, h, w, a), obj_mask)
   obj = x[..., 4]
-  obj_loss = jnp.where(obj_mask > 1e-5, _sigmoid_ce(obj, 1.0) * obj_mask,
-                       jnp.where(obj_mask > -0.5, _sigmoid_ce(obj, 0.0), 0.0))
+  obj_loss = jnp.where(obj_mask > 1e-5, sigmoid_bce(obj, 1.0) * obj_mask,
+                       jnp.where(obj_mask > -0.5, sigmoid_bce(obj, 0.0), 0.0))
   return gt_loss + jnp.sum(obj_loss, axis=(1, 2, 3))

@@ -1,9 +1,9 @@
-"""RetinaNet ops: retinanet_target_assign, sigmoid_focal_loss, retinanet_detection_output.
+"""RetinaNet ops: retinanet_target_assign, retinanet_detection_output.
 
-paddlepaddle 3.x ships none of Paddle 1.x's three ops (neither `_legacy_C_ops` nor the
+paddlepaddle 3.x ships neither of Paddle 1.x's ops (neither `_legacy_C_ops` nor the
 legacy static op registry has them), so each is checked against a loop-by-loop numpy
-transcription of its C++ kernel (paddle/fluid/operators/detection/*); the focal loss is
-also checked against paddle 3's `nn.functional.sigmoid_focal_loss`, forward and gradient.
+transcription of its C++ kernel (paddle/fluid/operators/detection/*). The focal loss
+is tested in tests/ops/test_losses.py.
 """
 import jax
 import jax.numpy as jnp
@@ -11,85 +11,8 @@ import numpy as np
 import pytest
 
 from detx.ops import (anchor_generator, retinanet_anchor_sizes, retinanet_detection_output,
-                      retinanet_target_assign, sigmoid_focal_loss)
+                      retinanet_target_assign)
 from tests.ops.test_sampling import _box_to_delta, _overlaps
-
-FLT_MIN = np.finfo(np.float32).tiny
-
-
-# ------------------------------------------------------------------ sigmoid_focal_loss
-
-def _focal_reference(x, labels, fg_num, gamma, alpha):
-  """SigmoidFocalLossKernel and SigmoidFocalLossGradKernel (CPU), element by element."""
-  x = np.asarray(x, np.float64)
-  out, grad = np.zeros_like(x), np.zeros_like(x)
-  fg = max(int(fg_num), 1)
-  for a in range(x.shape[0]):
-    g = labels[a]
-    for d in range(x.shape[1]):
-      v = x[a, d]
-      c_pos = float(g == d + 1)
-      c_neg = float(g != -1 and g != d + 1)
-      p = 1.0 / (1.0 + np.exp(-v))
-      log_1mp = -v * (v >= 0) - np.log(1.0 + np.exp(v - 2.0 * v * (v >= 0)))
-      term_pos = (1 - p) ** gamma * np.log(max(p, FLT_MIN))
-      term_neg = p ** gamma * log_1mp
-      out[a, d] = -c_pos * term_pos * alpha / fg - c_neg * term_neg * (1 - alpha) / fg
-      d_pos = (1 - p) ** gamma * (1 - p - p * gamma * np.log(max(p, FLT_MIN)))
-      d_neg = p ** gamma * (log_1mp * (1 - p) * gamma - p)
-      grad[a, d] = -c_pos * alpha / fg * d_pos - c_neg * (1 - alpha) / fg * d_neg
-  return out, grad
-
-
-def _focal_case(seed=0, rows=40, classes=6):
-  rng = np.random.default_rng(seed)
-  x = (rng.normal(size=(rows, classes)) * 4).astype(np.float32)
-  x[0, :3] = [-30.0, 30.0, 0.0]  # saturated logits
-  labels = rng.integers(-1, classes + 1, rows).astype(np.int32)
-  labels[:4] = [1, 0, -1, classes]
-  return x, labels
-
-
-@pytest.mark.parametrize('fg_num,gamma,alpha', [(7, 2.0, 0.25), (0, 2.0, 0.25), (3, 1.5, 0.4)])
-def test_focal_loss_matches_the_kernel(fg_num, gamma, alpha):
-  x, labels = _focal_case()
-  want, want_grad = _focal_reference(x, labels, fg_num, gamma, alpha)
-  got = sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(labels), fg_num, gamma, alpha)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-  grad = jax.grad(lambda v: jnp.sum(sigmoid_focal_loss(v, jnp.asarray(labels), fg_num, gamma,
-                                                       alpha)))(jnp.asarray(x))
-  np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
-  assert np.all(np.asarray(got)[labels == -1] == 0)
-
-
-def test_focal_loss_per_row_normaliser():
-  x, labels = _focal_case(1, rows=6)
-  fg = np.array([1, 2, 3, 4, 5, 6])
-  got = sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(labels), jnp.asarray(fg)[:, None][:, 0])
-  for r in range(6):
-    want, _ = _focal_reference(x[r:r + 1], labels[r:r + 1], fg[r], 2.0, 0.25)
-    np.testing.assert_allclose(got[r], want[0], rtol=1e-5, atol=1e-7)
-
-
-def test_focal_loss_parity_with_paddle():
-  paddle = pytest.importorskip('paddle')
-  import paddle.nn.functional as F
-  x, labels = _focal_case(2)
-  x[0, 2] = 0.25  # paddle 3's autograd of its composite loss is off at exactly 0
-  keep = labels != -1  # Paddle 3 has no ignore label: drop those rows
-  c = x.shape[1]
-  one_hot = (labels[keep][:, None] == np.arange(1, c + 1)[None]).astype(np.float32)
-  logit = paddle.to_tensor(x[keep], stop_gradient=False)
-  loss = F.sigmoid_focal_loss(logit, paddle.to_tensor(one_hot),
-                              normalizer=paddle.to_tensor([5.0]), alpha=0.25, gamma=2.0,
-                              reduction='sum')
-  loss.backward()
-  fn = lambda v: jnp.sum(sigmoid_focal_loss(v, jnp.asarray(labels), 5))
-  got, grad = jax.value_and_grad(fn)(jnp.asarray(x))
-  np.testing.assert_allclose(float(got), float(loss.numpy()), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(grad)[keep], logit.grad.numpy(), rtol=1e-4, atol=1e-7)
-  assert np.all(np.asarray(grad)[~keep] == 0)
-
 
 # ------------------------------------------------------------ retinanet_target_assign
 
