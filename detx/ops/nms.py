@@ -1,8 +1,9 @@
 """Greedy non-maximum suppression with static shapes (counts carried as masks).
 
 `nms` and `multiclass_nms` are the ops; `greedy_keep` (the suppression loop over
-score-sorted candidates) and `first_true` (gather the kept slots) are their shared core,
-also used by the R-CNN and RetinaNet detection outputs."""
+score-sorted candidates), `first_true` (the positions of the kept slots), `gather_valid`
+(gather them, zero the empty slots) and `keep_detections` (all three, as a detection
+dict) are their shared core, also used by the proposals and RetinaNet detection output."""
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -158,6 +159,22 @@ def first_true(mask, n: int):
   return order, picked
 
 
+def gather_valid(idx, ok, *arrays):
+  """arrays[idx] (each [K, ...] -> [k, ...]) with the slots where ok [k] is False set to 0."""
+  return tuple(jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a[idx], 0)
+               for a in arrays)
+
+
+def keep_detections(boxes, scores, classes, valid, iou_threshold, legacy, keep_top_k: int):
+  """Class-aware greedy NMS (`greedy_keep`) over candidates sorted by score (best first),
+  then the first keep_top_k kept: {'boxes' [k, 4], 'scores' [k], 'classes' [k],
+  'valid' [k]}, invalid slots zero."""
+  keep = greedy_keep(boxes, valid, classes, iou_threshold, legacy, keep_top_k)
+  pos, ok = first_true(keep, keep_top_k)
+  boxes, scores, classes = gather_valid(pos, ok, boxes, scores, classes)
+  return {'boxes': boxes, 'scores': scores, 'classes': classes, 'valid': ok}
+
+
 def nms(boxes, scores, iou_threshold: float, max_output: int,
         score_threshold: float = -jnp.inf, legacy: bool = False, eta: float = 1.0):
   """Single-class greedy NMS on boxes [M, 4] (xyxy) and scores [M].
@@ -187,7 +204,10 @@ def _multiclass_nms_single(boxes, scores, score_threshold, nms_top_k, keep_top_k
   p = min(max_candidates, m * c)
   cand_scores, cand_idx = lax.top_k(flat, p)  # equal scores: lower index first
   cand_cls = (cand_idx % c).astype(jnp.int32)
-  cand_box = boxes[cand_idx // c]
+  if boxes.ndim == 3:  # one box per class: [M, C, 4], row m * C + c
+    cand_box = boxes.reshape(-1, 4)[cand_idx]
+  else:
+    cand_box = boxes[cand_idx // c]
   valid = cand_scores > score_threshold
   if nms_top_k > -1:
     # Candidates are sorted by score, so the rank among earlier same-class
@@ -196,20 +216,15 @@ def _multiclass_nms_single(boxes, scores, score_threshold, nms_top_k, keep_top_k
     rank = jnp.take_along_axis(jnp.cumsum(one_hot, axis=0), cand_cls[:, None], axis=1)[:, 0] - 1
     valid = valid & (rank < nms_top_k)
   k = p if keep_top_k < 0 else keep_top_k
-  keep = greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, k)
-  pos, ok = first_true(keep, k)
-  return {
-      'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
-      'scores': jnp.where(ok, cand_scores[pos], 0.0),
-      'classes': jnp.where(ok, cand_cls[pos], 0),
-      'valid': ok,
-  }
+  return keep_detections(cand_box, cand_scores, cand_cls, valid, nms_threshold,
+                         not normalized, k)
 
 
 def multiclass_nms(boxes, scores, score_threshold: float, nms_top_k: int, keep_top_k: int,
                    nms_threshold: float, normalized: bool = True, background_label: int = -1,
                    max_candidates: int = 4096):
-  """Paddle's multiclass_nms for boxes [N, M, 4] (shared by classes), scores [N, M, C].
+  """Paddle's multiclass_nms for boxes [N, M, 4] (shared by classes) or [N, M, C, 4] (one
+  per class, as the R-CNN box head's class-specific regression), scores [N, M, C].
 
   Per class: scores > score_threshold, the best nms_top_k (-1: all), greedy NMS at
   nms_threshold (normalized=False: +1 pixel widths in the IoU); then the best

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from detx.ops.boxes import clip_boxes, decode_boxes
-from detx.ops.nms import nms
+from detx.ops.nms import first_true, gather_valid, nms
 
 
 def _min_size_keep(boxes, im_info, min_size: float):
@@ -76,14 +76,8 @@ def _select(boxes, scores, keep, post_nms_top_n: int, nms_thresh: float, eta: fl
     masked = jnp.where(keep, scores, -jnp.inf)
     idx, ok = nms(boxes, masked, nms_thresh, post_nms_top_n, -jnp.inf, legacy=True, eta=eta)
   else:  # no NMS: the kept candidates in score order
-    order = jnp.argsort(~keep, stable=True)[:post_nms_top_n]
-    ok = keep[order]
-    if order.shape[0] < post_nms_top_n:
-      order = jnp.pad(order, (0, post_nms_top_n - order.shape[0]))
-      ok = jnp.pad(ok, (0, post_nms_top_n - ok.shape[0]))
-    idx = jnp.where(ok, order, 0)
-  rois = jnp.where(ok[:, None], boxes[idx], 0.0)
-  out_scores = jnp.where(ok, scores[idx], 0.0)
+    idx, ok = first_true(keep, post_nms_top_n)
+  rois, out_scores = gather_valid(idx, ok, boxes, scores)
   # When no box survives the size filter Paddle emits one all-zero box with score 0.
   empty = ~jnp.any(keep)
   ok = ok.at[0].set(ok[0] | empty)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from detx.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
-from detx.ops.nms import first_true, greedy_keep
+from detx.ops.nms import keep_detections
 
 _EPS = 1e-5  # Paddle's tolerance when matching an anchor to a GT's best IoU
 
@@ -111,11 +111,6 @@ def retinanet_detection_output(scores: Sequence, deltas: Sequence, anchors: Sequ
     b = clip_boxes(b / scale, hw, legacy=True)
     order = jnp.argsort(jnp.where(v, -s, jnp.inf), stable=True)
     s, c, b, v = s[order], c[order], b[order], v[order]
-    keep = greedy_keep(b, v, c, nms_threshold, True, keep_top_k)
-    pos, ok = first_true(keep, keep_top_k)
-    return {'boxes': jnp.where(ok[:, None], b[pos], 0.0),
-            'scores': jnp.where(ok, s[pos], 0.0),
-            'classes': jnp.where(ok, c[pos], 0),
-            'valid': ok}
+    return keep_detections(b, s, c, v, nms_threshold, True, keep_top_k)
 
   return jax.vmap(single)(list(scores), list(deltas), im_info.astype(jnp.float32))

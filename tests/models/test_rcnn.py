@@ -155,21 +155,6 @@ def test_fast_rcnn_losses_match_numpy():
   np.testing.assert_allclose(loss_box, want / valid.sum(), rtol=1e-5)
 
 
-def test_class_box_nms_equals_multiclass_nms_for_shared_boxes():
-  rng = np.random.default_rng(1)
-  m, c = 30, 5
-  xy = rng.uniform(0, 50, size=(1, m, 2))
-  wh = rng.uniform(5, 30, size=(1, m, 2))
-  boxes = jnp.asarray(np.concatenate([xy, xy + wh], -1), jnp.float32)
-  scores = jnp.asarray(rng.uniform(size=(1, m, c)), jnp.float32)
-  got = roi_heads.class_box_nms(jnp.broadcast_to(boxes[:, :, None], (1, m, c, 4)), scores,
-                                0.3, 15, 0.5, background_label=0)
-  want = ops.multiclass_nms(boxes, scores, 0.3, -1, 15, 0.5, normalized=False,
-                            background_label=0)
-  for k in ('boxes', 'scores', 'classes', 'valid'):
-    np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
-
-
 def test_detect_decodes_per_class_and_maps_back():
   rois = jnp.array([[[20.0, 20.0, 59.0, 39.0], [100.0, 100.0, 139.0, 139.0],
                      [0.0, 0.0, 9.0, 9.0]]])  # input pixels, scale 2

@@ -147,6 +147,39 @@ def test_multiclass_nms_classes_do_not_suppress_each_other():
   assert list(np.asarray(out['valid'][0])) == [True, True, False]
 
 
+def test_multiclass_nms_per_class_boxes_equal_shared_boxes_broadcast():
+  rng = np.random.default_rng(1)
+  m, c = 30, 5
+  xy = rng.uniform(0, 50, size=(1, m, 2))
+  wh = rng.uniform(5, 30, size=(1, m, 2))
+  boxes = jnp.asarray(np.concatenate([xy, xy + wh], -1), jnp.float32)
+  scores = jnp.asarray(rng.uniform(size=(1, m, c)), jnp.float32)
+  got = multiclass_nms(jnp.broadcast_to(boxes[:, :, None], (1, m, c, 4)), scores, 0.3, -1, 15,
+                       0.5, normalized=False, background_label=0)
+  want = multiclass_nms(boxes, scores, 0.3, -1, 15, 0.5, normalized=False, background_label=0)
+  for k in ('boxes', 'scores', 'classes', 'valid'):
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+
+
+def test_multiclass_nms_per_class_boxes_use_their_class_box():
+  # Class 0: the two candidates share a box (one is suppressed); class 1: disjoint boxes.
+  boxes = jnp.array([[[[0., 0., 10., 10.], [0., 0., 10., 10.]],
+                      [[0., 0., 10., 10.], [50., 50., 60., 60.]]]])  # [1, M=2, C=2, 4]
+  scores = jnp.array([[[0.9, 0.8], [0.7, 0.6]]])
+  out = multiclass_nms(boxes, scores, 0.1, -1, 4, 0.5, False)
+  np.testing.assert_allclose(out['scores'][0], [0.9, 0.8, 0.6, 0.0])
+  assert list(np.asarray(out['classes'][0])) == [0, 1, 1, 0]
+  np.testing.assert_allclose(out['boxes'][0, 2], [50., 50., 60., 60.])
+
+
+def test_gather_valid_zeroes_empty_slots():
+  boxes = jnp.arange(12.0).reshape(3, 4)
+  classes = jnp.array([4, 5, 6], jnp.int32)
+  b, c = nms_module.gather_valid(jnp.array([2, 0]), jnp.array([True, False]), boxes, classes)
+  np.testing.assert_array_equal(b, [[8., 9., 10., 11.], [0., 0., 0., 0.]])
+  assert c.dtype == jnp.int32 and list(np.asarray(c)) == [6, 0]
+
+
 @pytest.mark.parametrize('case', CASES)
 def test_multiclass_nms_parity(paddle, case, block):
   from paddle import _C_ops

@@ -24,7 +24,6 @@ from detx.models.layers import Dtype
 from detx.models.necks.fpn import paddle_xavier
 from detx.ops.boxes import DEFAULT_SCALE_CLIP
 from detx.ops.losses import smooth_l1
-from detx.ops.nms import first_true, greedy_keep
 
 _normal = nn.initializers.normal
 
@@ -144,35 +143,6 @@ def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic
   return ops.decode_boxes(rois[..., None, :], d, variances, legacy=True, clip=clip)
 
 
-def class_box_nms(boxes, scores, score_threshold: float, keep_top_k: int, nms_threshold: float,
-                  background_label: int = 0, max_candidates: int = 4096,
-                  normalized: bool = False):
-  """Paddle's multiclass_nms (nms_top_k -1) for boxes that differ per class.
-
-  boxes [N, M, C, 4], scores [N, M, C]. As `ops.multiclass_nms`: the best
-  max_candidates (box, class) pairs above score_threshold, one class-aware greedy pass,
-  the best keep_top_k. Exact whenever at most max_candidates pairs pass the threshold.
-  Returns boxes [N, K, 4], scores, classes (including background offset), valid.
-  """
-  def single(b, s):
-    m, c = s.shape
-    flat = s.reshape(-1)
-    if 0 <= background_label < c:
-      flat = jnp.where(jnp.arange(m * c) % c == background_label, -jnp.inf, flat)
-    p = min(max_candidates, m * c)
-    cand_scores, idx = jax.lax.top_k(flat, p)
-    cand_cls = (idx % c).astype(jnp.int32)
-    cand_box = b.reshape(-1, 4)[idx]
-    valid = cand_scores > score_threshold
-    keep = greedy_keep(cand_box, valid, cand_cls, nms_threshold, not normalized, keep_top_k)
-    pos, ok = first_true(keep, keep_top_k)
-    return {'boxes': jnp.where(ok[:, None], cand_box[pos], 0.0),
-            'scores': jnp.where(ok, cand_scores[pos], 0.0),
-            'classes': jnp.where(ok, cand_cls[pos], 0),
-            'valid': ok}
-  return jax.vmap(single)(boxes, scores)
-
-
 def detect(probs, deltas, rois, rois_valid, scale, orig_hw, variances, *, class_agnostic: bool,
            score_threshold: float = 0.05, keep_top_k: int = 100, nms_threshold: float = 0.5,
            max_candidates: int = 4096):
@@ -188,7 +158,8 @@ def detect(probs, deltas, rois, rois_valid, scale, orig_hw, variances, *, class_
   boxes = decode_class_boxes(r, deltas, variances, num_classes, class_agnostic)  # [N,R,C,4]
   boxes = ops.clip_boxes(boxes, orig_hw.astype(jnp.float32)[:, None, None, :], legacy=True)
   probs = jnp.where(rois_valid[..., None], probs, 0.0)
-  dets = class_box_nms(boxes, probs, score_threshold, keep_top_k, nms_threshold, 0,
-                       max_candidates)
+  dets = ops.multiclass_nms(boxes, probs, score_threshold, -1, keep_top_k, nms_threshold,
+                            normalized=False, background_label=0,
+                            max_candidates=max_candidates)
   dets['classes'] = jnp.where(dets['valid'], dets['classes'] - 1, 0)
   return dets
