@@ -27,7 +27,6 @@ batch into such groups, and evaluation uses groups of 1, as Paddle's batch-1 eva
 `anchor_scale` multiplies the anchor sizes and the FPN canonical RoI size (1 at the zoo's
 image sizes; detx.models.base.anchor_scale shrinks it with data.max_size).
 """
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -38,19 +37,9 @@ import ml_collections
 from detx import ops, optim
 from detx.models import backbones, necks
 from detx.models.heads import roi_heads
-from detx.models.heads.rpn import (RPNHead, im_info, level_anchors, padded_hw, rpn_losses,
-                                   rpn_proposals)
+from detx.models.heads.rpn import RPNHead, level_anchors, rpn_losses, rpn_proposals
 from detx.models.layers import Dtype
-
-
-def _grouped(fn, n: int, group: int, *trees):
-  """fn on groups of gcd(N, group) consecutive images of pytrees of [N, ...] arrays."""
-  g = math.gcd(n, max(group, 1))
-  if g == n:
-    return fn(*trees)
-  split = jax.tree.map(lambda a: a.reshape((n // g, g) + a.shape[1:]), trees)
-  out = jax.vmap(fn)(*split)
-  return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
+from detx.ops.batching import grouped, im_info, padded_hw
 
 
 class RCNN(nn.Module):
@@ -197,7 +186,7 @@ class RCNN(nn.Module):
     p = self.cfg.rpn
     mode = 'train' if train else 'test'
     group = (p.collect_images if train else 1) if self.fpn else n
-    return _grouped(
+    return grouped(
         lambda o, i: rpn_proposals(o, anchors, i, p[f'{mode}_pre_nms_top_n'],
                                    p[f'{mode}_post_nms_top_n'], p.nms_thresh, p.min_size,
                                    p[f'{mode}_collect_top_n']),

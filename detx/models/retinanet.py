@@ -30,8 +30,8 @@ import ml_collections
 from detx import optim
 from detx.models import backbones, necks
 from detx.models.heads.retina import RetinaHead, level_anchors, retina_detections, retina_losses
-from detx.models.heads.rpn import im_info, padded_hw
 from detx.models.layers import Dtype
+from detx.ops.batching import im_info, padded_hw
 
 
 class RetinaNet(nn.Module):

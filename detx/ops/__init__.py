@@ -9,6 +9,7 @@ from detx.ops.proposals import collect_fpn_proposals, generate_fpn_proposals, ge
 from detx.ops.sampling import expand_box_targets, rpn_target_assign, sample_rois
 from detx.ops.retina import retinanet_detection_output, retinanet_target_assign
 from detx.ops.losses import sigmoid_bce, sigmoid_focal_loss, smooth_l1
+from detx.ops.batching import group_size, grouped, im_info, padded_hw
 
 __all__ = [
     'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes',
@@ -19,4 +20,5 @@ __all__ = [
     'rpn_target_assign', 'sample_rois', 'expand_box_targets',
     'retinanet_target_assign', 'retinanet_detection_output',
     'smooth_l1', 'sigmoid_bce', 'sigmoid_focal_loss',
+    'im_info', 'padded_hw', 'group_size', 'grouped',
 ]

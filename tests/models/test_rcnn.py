@@ -301,14 +301,6 @@ def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
   assert changed == (not freeze_norm)
 
 
-def test_collect_groups(monkeypatch):
-  """FPN training collects proposals over groups of rpn.collect_images images."""
-  grouped = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 2, jnp.arange(4.0))
-  np.testing.assert_array_equal(grouped, [-1.0, 0.0, -3.0, -2.0])
-  whole = rcnn._grouped(lambda x: x - x.sum(0, keepdims=True), 4, 4, jnp.arange(4.0))
-  np.testing.assert_array_equal(whole, jnp.arange(4.0) - 6)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('name', [
     'faster_rcnn_r50_fpn_1x',

@@ -114,9 +114,9 @@ def retina_losses(outs, anchors: Sequence[jax.Array], gt_boxes, gt_labels, gt_va
                                        negative_overlap)
 
   t = jax.vmap(assign)(gt_boxes, gt_labels, gt_valid, is_crowd)
-  g = math.gcd(n, max(int(group_images), 1))
-  groups = n // g
-  fg_num = jnp.repeat(t['fg_num'].reshape(groups, g).sum(axis=1), g)  # [N], per image
+  groups = n // ops.group_size(n, group_images)
+  fg_num = ops.grouped(lambda f: jnp.broadcast_to(jnp.sum(f), f.shape), n, group_images,
+                       t['fg_num'])  # [N]: each image's group total
   focal = ops.sigmoid_focal_loss(logits, t['labels'], fg_num[:, None], gamma, alpha)
   box = jnp.sum(smooth_l1(deltas - t['box_targets'], sigma), axis=-1) * t['box_weights']
   box = box / jnp.maximum(fg_num, 1).astype(jnp.float32)[:, None]

@@ -65,20 +65,6 @@ def _flatten_levels(outs):
   return logits, deltas
 
 
-def im_info(image_hw, scale):
-  """[N, 3] = (h, w, scale), Paddle's im_info."""
-  return jnp.concatenate([image_hw.astype(jnp.float32), scale.astype(jnp.float32)[:, None]], 1)
-
-
-def padded_hw(image_hw, stride: int, bucket_hw):
-  """Evaluation im_info sizes: each resized (h, w) rounded up to `stride` (Paddle's
-  padded im_info), at most the batch's pad bucket; stride 0 leaves them unpadded."""
-  hw = image_hw.astype(jnp.float32)
-  if stride > 0:
-    hw = jnp.minimum(jnp.ceil(hw / stride) * stride, jnp.asarray(bucket_hw, jnp.float32))
-  return hw
-
-
 def rpn_losses(outs, anchors: Sequence[jax.Array], gt_boxes, gt_valid, is_crowd, info, key,
                batch_size_per_im: int = 256, fg_fraction: float = 0.5,
                pos_thresh: float = 0.7, neg_thresh: float = 0.3,
