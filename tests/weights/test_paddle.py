@@ -1,12 +1,6 @@
-"""detx.weights.paddle against real Paddle 1.x files (written/read by paddlepaddle in
-legacy static mode, in a subprocess so FLAGS_enable_pir_api=0 precedes the import)."""
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
+"""detx.weights.paddle: name rules, layouts and loading into a model, against real Paddle
+1.x files (tests/weights/helpers.py) where paddlepaddle is installed. The file format
+itself is tested in test_paddle_io.py."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,160 +11,7 @@ from detx.models.backbones.darknet import DarkNet
 from detx.models.backbones.resnet import ConvNorm
 from detx.models.layers import ConvBN
 from detx.weights import paddle as pw
-
-needs_paddle = pytest.mark.skipif(importlib.util.find_spec('paddle') is None,
-                                  reason='paddlepaddle not installed')
-
-_SCRIPT = textwrap.dedent('''
-    import json, os, sys
-    os.environ['FLAGS_enable_pir_api'] = '0'
-    import numpy as np
-    import paddle
-    paddle.enable_static()
-    mode, out = sys.argv[1], sys.argv[2]
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.global_scope()
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    P = paddle.ParamAttr
-    if mode == 'write':
-      rng = np.random.default_rng(0)
-      with paddle.static.program_guard(main, startup):
-        x = paddle.static.data('x', [None, 3, 9, 7], 'float32')
-        # DarkNet/YOLO dot style: conv + BN + leaky.
-        y = paddle.static.nn.conv2d(x, 4, 3, padding=1, bias_attr=False,
-                                    param_attr=P(name='yolo_input.conv.weights'))
-        y = paddle.static.nn.batch_norm(
-            y, is_test=True, param_attr=P(name='yolo_input.bn.scale'),
-            bias_attr=P(name='yolo_input.bn.offset'),
-            moving_mean_name='yolo_input.bn.mean', moving_variance_name='yolo_input.bn.var')
-        y1 = paddle.nn.functional.leaky_relu(y, 0.1)
-        # ResNet underscore style: 3x3 stride-2 conv + BN + relu.
-        z = paddle.static.nn.conv2d(x, 5, 3, stride=2, padding=1, bias_attr=False,
-                                    param_attr=P(name='res2a_branch2a_weights'))
-        z = paddle.static.nn.batch_norm(
-            z, is_test=True, param_attr=P(name='bn2a_branch2a_scale'),
-            bias_attr=P(name='bn2a_branch2a_offset'),
-            moving_mean_name='bn2a_branch2a_mean', moving_variance_name='bn2a_branch2a_variance')
-        y2 = paddle.nn.functional.relu(z)
-        paddle.static.create_parameter([6, 5], 'float32', name='fc6_w')
-        paddle.static.create_parameter([3], 'float64', name='x64')
-        paddle.static.create_global_var([1], 7, 'int64', persistable=True,
-                                        name='@LR_DECAY_COUNTER@')
-      exe.run(startup)
-      pvars = [v for v in main.list_vars() if v.persistable]
-      values = {}
-      for v in pvars:
-        t = scope.find_var(v.name).get_tensor()
-        a = np.array(t)
-        if a.dtype.kind == 'f':
-          a = rng.normal(size=a.shape).astype(a.dtype)
-          if v.name.endswith(('var', 'variance')):
-            a = np.abs(a) + 0.5
-          t.set(a, paddle.CPUPlace())
-        values[v.name] = np.array(t)
-      xin = rng.normal(size=(2, 3, 9, 7)).astype('float32')
-      o1, o2 = exe.run(main, feed={'x': xin}, fetch_list=[y1, y2])
-      paddle.static.io.save_vars(exe, os.path.join(out, 'vars'), main, vars=pvars)
-      paddle.static.io.save_vars(exe, os.path.join(out, 'combined'), main, vars=pvars,
-                                 filename='__params__')
-      np.savez(os.path.join(out, 'values.npz'), **values)
-      np.savez(os.path.join(out, 'run.npz'), x=xin, y1=o1, y2=o2)
-    else:  # read: load files we wrote, per-variable and combined, through Paddle
-      spec = json.load(open(os.path.join(out, 'spec.json')))
-      with paddle.static.program_guard(main, startup):
-        pvars = [paddle.static.create_global_var(s, 0, d, persistable=True, name=n)
-                 for n, (s, d) in spec.items()]
-      exe.run(startup)
-      paddle.static.io.load_vars(exe, os.path.join(out, 'ours'), main, vars=pvars)
-      np.savez(os.path.join(out, 'dir.npz'),
-               **{v.name: np.array(scope.find_var(v.name).get_tensor()) for v in pvars})
-      paddle.static.io.load_vars(exe, os.path.join(out, 'ours_combined'), main, vars=pvars,
-                                 filename='__params__')
-      np.savez(os.path.join(out, 'combined.npz'),
-               **{v.name: np.array(scope.find_var(v.name).get_tensor()) for v in pvars})
-''')
-
-
-def _run_paddle(tmp_path, mode):
-  script = tmp_path / 'paddle_io.py'
-  script.write_text(_SCRIPT)
-  env = dict(os.environ, FLAGS_enable_pir_api='0', GLOG_minloglevel='2')
-  r = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], env=env,
-                     capture_output=True, text=True, timeout=120)
-  assert r.returncode == 0, r.stderr[-3000:]
-
-
-@pytest.fixture(scope='module')
-def paddle_files(tmp_path_factory):
-  if importlib.util.find_spec('paddle') is None:
-    pytest.skip('paddlepaddle not installed')
-  d = tmp_path_factory.mktemp('paddle_written')
-  _run_paddle(d, 'write')
-  return d
-
-
-def _npz(path):
-  with np.load(path) as z:
-    return {k: z[k] for k in z.files}
-
-
-# ---------------------------------------------------------------------------- reader
-
-def test_reader_matches_paddle_per_variable_files(paddle_files):
-  values = _npz(paddle_files / 'values.npz')
-  read = pw.load_paddle_dir(paddle_files / 'vars')
-  assert set(read) == set(values)
-  for name, want in values.items():
-    assert read[name].dtype == want.dtype and read[name].shape == want.shape, name
-    np.testing.assert_array_equal(read[name], want)
-  assert read['@LR_DECAY_COUNTER@'].dtype == np.int64
-  assert read['yolo_input.conv.weights'].shape == (4, 3, 3, 3)  # OIHW on disk
-
-
-def test_reader_matches_paddle_combined_file(paddle_files):
-  values = _npz(paddle_files / 'values.npz')
-  combined = paddle_files / 'combined' / '__params__'
-  read = pw.load_paddle_combined(combined, names=list(values))  # sorted inside
-  for name, want in values.items():
-    np.testing.assert_array_equal(read[name], want)
-  assert len(pw.load_paddle_combined(combined)) == len(values)
-  with pytest.raises(pw.PaddleFormatError, match='__params__'):
-    pw.load_paddle_combined(combined, names=list(values)[:-1])
-
-
-@needs_paddle
-def test_writer_is_read_by_paddle(tmp_path):
-  rng = np.random.default_rng(1)
-  arrays = {'conv1_weights': rng.normal(size=(4, 3, 7, 7)).astype(np.float32),
-            'bn_conv1_scale': rng.normal(size=(4,)).astype(np.float32),
-            'fpn_res2_sum_b': np.arange(3, dtype=np.float64),
-            'ids': np.array([[1, -2], [3, 1 << 40]], np.int64)}
-  pw.save_paddle_dir(tmp_path / 'ours', arrays)
-  os.makedirs(tmp_path / 'ours_combined')
-  pw.save_paddle_combined(tmp_path / 'ours_combined' / '__params__', arrays)
-  spec = {n: (list(a.shape), str(a.dtype)) for n, a in arrays.items()}
-  (tmp_path / 'spec.json').write_text(json.dumps(spec))
-  _run_paddle(tmp_path, 'read')
-  for f in ('dir.npz', 'combined.npz'):
-    got = _npz(tmp_path / f)
-    for name, want in arrays.items():
-      assert got[name].dtype == want.dtype, (f, name)
-      np.testing.assert_array_equal(got[name], want)
-
-
-def test_descriptor_bytes_and_format_errors(tmp_path):
-  # The spec's example: FP32 [64, 3, 7, 7] -> 08 05 10 40 10 03 10 07 10 07.
-  assert pw.encode_tensor_desc(5, (64, 3, 7, 7)).hex() == '08051040100310071007'
-  assert pw.decode_tensor_desc(bytes.fromhex('08051040100310071007')) == (5, [64, 3, 7, 7])
-  assert pw.decode_tensor_desc(bytes.fromhex('0805120440030707')) == (5, [64, 3, 7, 7])  # packed
-  f = tmp_path / 'w'
-  pw.save_paddle_file(f, np.ones((2, 3), np.float32))
-  f.write_bytes(f.read_bytes()[:-1])
-  with pytest.raises(pw.PaddleFormatError, match=str(f)):
-    pw.load_paddle_file(f)
-  (tmp_path / 'p').write_bytes(b'\x80\x04junk')
-  with pytest.raises(pw.PaddleFormatError, match='pickle'):
-    pw.load_paddle_file(tmp_path / 'p')
+from tests.weights.helpers import npz
 
 
 # ----------------------------------------------------------------------- name rules
@@ -187,7 +28,7 @@ class _Pair(nn.Module):
 
 
 def test_loads_paddle_numerics(paddle_files):
-  run = _npz(paddle_files / 'run.npz')
+  run = npz(paddle_files / 'run.npz')
   x = jnp.asarray(run['x'].transpose(0, 2, 3, 1))
   model = _Pair()
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
@@ -352,11 +193,8 @@ def test_resnet_vd_fpn_names_cover_every_variable():
   assert layouts['res5c_branch2b_weights'] is pw.KERNEL and layouts['bnv1_1_mean'] is pw.IDENTITY
 
 
-def test_record_with_lod_levels(tmp_path):
-  import struct
-  desc = pw.encode_tensor_desc(2, (3,))
-  lod = struct.pack('<3Q', 0, 1, 3)
-  rec = (struct.pack('<IQ', 0, 1) + struct.pack('<Q', len(lod)) + lod + struct.pack('<I', 0)
-         + struct.pack('<i', len(desc)) + desc + np.array([4, 5, 6], '<i4').tobytes())
-  (tmp_path / 'ids').write_bytes(rec)
-  np.testing.assert_array_equal(pw.load_paddle_file(tmp_path / 'ids'), [4, 5, 6])
+def test_file_format_functions_are_reexported():
+  from detx.weights import paddle_io
+  for name in ('load_paddle_file', 'load_paddle_dir', 'load_paddle_combined', 'save_paddle_file',
+               'save_paddle_dir', 'save_paddle_combined', 'PaddleFormatError'):
+    assert getattr(pw, name) is getattr(paddle_io, name)
