@@ -43,6 +43,12 @@ def default_block() -> int:
   return 1 if jax.default_backend() == 'cpu' else BLOCK
 
 
+def _more(steps, max_keep):
+  """The while_loop condition of the greedy loops, whose state is (step, _, _, kept count):
+  steps left and fewer than max_keep kept."""
+  return lambda state: (state[0] < steps) & (state[3] < max_keep)
+
+
 def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: float = 1.0,
                 block: int | None = None):
   """Greedy NMS over candidates already sorted by score (best first).
@@ -81,10 +87,6 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: flo
     iou = jax.vmap(lambda b: _overlap_row(b, cols, legacy))(rows)
     return ~(iou <= iou_threshold) & (rows_cls[:, None] == cols_cls[None, :])
 
-  def cond(state):
-    b, _, _, count = state
-    return (b < nb) & (count < max_keep)
-
   def body(state):
     b, alive, keep, count = state
     start = b * block
@@ -105,7 +107,7 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: flo
     return b + 1, alive & ~hit, keep, count + jnp.sum(kept, dtype=jnp.int32)
 
   init = (jnp.int32(0), valid, jnp.zeros((nb * block,), bool), jnp.int32(0))
-  keep = lax.while_loop(cond, body, init)[2][:k]
+  keep = lax.while_loop(_more(nb, max_keep), body, init)[2][:k]
   return keep & (jnp.cumsum(keep) <= max_keep)
 
 
@@ -113,10 +115,6 @@ def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
   """`greedy_keep` one candidate per loop step."""
   k = boxes.shape[0]
   positions = jnp.arange(k)
-
-  def cond(state):
-    i, _, _, count = state
-    return (i < k) & (count < max_keep)
 
   def body(state):
     i, alive, keep, count = state
@@ -126,15 +124,11 @@ def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
     return i + 1, alive & ~suppress, keep.at[i].set(take), count + take.astype(jnp.int32)
 
   init = (jnp.int32(0), valid, jnp.zeros((k,), bool), jnp.int32(0))
-  return lax.while_loop(cond, body, init)[2]
+  return lax.while_loop(_more(k, max_keep), body, init)[2]
 
 
 def _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta):
   k = boxes.shape[0]
-
-  def cond(state):
-    i, _, _, count = state
-    return (i < k) & (count < max_keep)
 
   def body(state):
     i, thr, keep, count = state
@@ -146,7 +140,7 @@ def _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta):
 
   init = (jnp.int32(0), jnp.asarray(iou_threshold, boxes.dtype), jnp.zeros((k,), bool),
           jnp.int32(0))
-  return lax.while_loop(cond, body, init)[2]
+  return lax.while_loop(_more(k, max_keep), body, init)[2]
 
 
 def first_true(mask, n: int):
