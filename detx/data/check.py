@@ -7,7 +7,7 @@ preparing it.
 Per split (``train`` = config.data.train_split, ``val`` = config.eval.split,
 ``both`` the two; any other value is a split name) it reads the annotation
 json and every image file directly, with the same checks preparing uses
-(detx/data/coco.py), and prints what it found and what preparing will do
+(detx/data/annotations.py, images.py), and prints what it found and what preparing will do
 under the config's bad-data switches (data.bad_boxes, data.exif,
 data.bad_images, data.empty_images): each converted / dropped item with its
 count and first few file names or annotation ids, every defect that would
@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import collections
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from detx.data import coco
-from detx.data import loader
+from detx.data import annotations, bad_data, images as image_files, loader
 
-# Error kinds (coco.scan_annotations / coco.iter_images) -> (what, way out).
+# Error kinds (annotations.scan_annotations / images.iter_images) -> (what, way out).
 ERROR_KINDS = {
     'bad_box': ('boxes with zero / negative / invalid size or outside the '
                 'image', "fix them or set data.bad_boxes='drop'"),
@@ -55,9 +53,7 @@ SMALL, MEDIUM = 32 ** 2, 96 ** 2  # COCO's box area ranges
 def resolve_splits(config, split: str) -> list[str]:
   """'train' / 'val' / 'both' (config.data.train_split / config.eval.split)
   or a split name -> split names."""
-  train = str(loader._get(config.data, 'train_split', 'train'))
-  val = (str(loader._get(config.eval, 'split', 'val')) if 'eval' in config
-         else 'val')
+  train, val = str(config.data.train_split), str(config.eval.split)
   names = {'train': [train], 'val': [val], 'both': [train, val]}.get(
       split, [split])
   return list(dict.fromkeys(names))
@@ -68,19 +64,19 @@ def check_split(config, split: str, verify: bool = True) -> dict[str, Any]:
 
   Returns dict(split, ann_file, options, fatal (a message when the layout or
   json itself is unusable, else None), errors [(kind, message)] that would
-  stop preparing, report (coco.REPORT_KEYS lists), categories, images (the
+  stop preparing, report (bad_data.REPORT_KEYS lists), categories, images (the
   records that would be kept), num_annotations, num_json_images, ok).
   """
   result = dict(split=split, ann_file=None, options=None, fatal=None,
-                errors=[], report=coco.new_report(), categories=[],
+                errors=[], report=bad_data.new_report(), categories=[],
                 images=[], num_annotations=0, num_json_images=0, ok=False)
   try:
     result['options'] = options = loader.data_options(config, split)
     data_dir = loader.source_dir(config)
-    ann, img_dir = coco.check_layout(data_dir, split)
+    ann, img_dir = annotations.check_layout(data_dir, split)
     result['ann_file'] = str(ann)
-    parsed = coco.scan_annotations(ann, options['bad_boxes'])
-  except (coco.DataError, ValueError) as e:
+    parsed = annotations.scan_annotations(ann, options['bad_boxes'])
+  except (bad_data.DataError, ValueError) as e:
     result['fatal'] = str(e)
     return result
   report = parsed['report']
@@ -88,13 +84,13 @@ def check_split(config, split: str, verify: bool = True) -> dict[str, Any]:
   result['categories'] = parsed['categories']
   result['num_json_images'] = len(parsed['images'])
   result['num_annotations'] = parsed['num_annotations']
-  images = coco.filter_empty(parsed['images'], options['empty_images'],
-                             report)
+  images = annotations.filter_empty(parsed['images'], options['empty_images'],
+                                    report)
   kept = []
-  for im, _, _ in coco.iter_images(images, img_dir, exif=options['exif'],
-                                   bad_images=options['bad_images'],
-                                   report=report, errors=errors,
-                                   verify=verify):
+  for im, _, _ in image_files.iter_images(images, img_dir, exif=options['exif'],
+                                          bad_images=options['bad_images'],
+                                          report=report, errors=errors,
+                                          verify=verify):
     kept.append(im)
   result.update(errors=errors, report=report, images=kept,
                 ok=not errors and bool(kept or not images))
@@ -140,8 +136,8 @@ def format_split(result: dict[str, Any], show: int = 5) -> str:
   out.append('found (and what preparing does):' if found
              else 'found: nothing to convert or drop')
   for key, items in found:
-    what = 'ann ids' if key in coco.ANNOTATION_KEYS else 'files'
-    out.append(f'  {key:<26} {len(items):>6}  {coco.REPORT_KEYS[key]}')
+    what = 'ann ids' if key in bad_data.ANNOTATION_KEYS else 'files'
+    out.append(f'  {key:<26} {len(items):>6}  {bad_data.REPORT_KEYS[key]}')
     out.append(f'  {"":<26} {"":>6}  {what}: {_first(items, show)}')
 
   errors = result['errors']

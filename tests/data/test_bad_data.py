@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detx.data import DataError, check, coco, loader
+from detx.data import DataError, bad_data, check, loader, pipelines
+from tests.data.helpers import make_data_config, no_prepared_data
 
 REPO = Path(__file__).parents[2]
 # pycocotools' own numpy-2 deprecation, not ours.
@@ -144,10 +145,6 @@ def _build(data_config, data_dir, **overrides):
   return loader.build(data_config(data_dir, **overrides), SPLIT)
 
 
-def _no_prepared_data(cache):
-  return not list(Path(cache).rglob('dataset_info.json'))
-
-
 @pytest.fixture(scope='module')
 def matrix(coco_tiny_dir, tmp_path_factory):
   """Every defect planted (read-only by convention)."""
@@ -175,7 +172,7 @@ def test_defect_raises_by_default(coco_tiny_dir, data_config, tmp_path,
     _build(data_config, bad['dir'], **{'data.cache_dir': str(cache)})
   assert e.match(pattern.format(file=bad['files'][defect],
                                 ann=bad['anns'].get(defect)))
-  assert _no_prepared_data(cache)
+  assert no_prepared_data(cache)
 
 
 def test_malformed_json_names_line_and_column(coco_tiny_dir, data_config,
@@ -258,53 +255,15 @@ def test_conversions_keep_everything(coco_tiny_dir, data_config, tmp_path):
   np.testing.assert_allclose(box, [im['width'] - 10, 0, im['width'] - 1, 29])
 
 
-def test_decode_image_conversions():
-  """decode_image alone (predict's reader) converts every odd encoding."""
-  rgb = (np.random.default_rng(0).random((6, 9, 3)) * 255).astype(np.uint8)
-  gray = rgb[..., 0]
-
-  def png(array, mode=None):
-    b = io.BytesIO()
-    Image.fromarray(array, mode).save(b, 'PNG')
-    return b.getvalue()
-
-  cases = {
-      'gray png': (png(gray), np.repeat(gray[..., None], 3, 2)),
-      'gray+alpha': (png(np.dstack([gray, gray]), 'LA'),
-                     np.repeat(gray[..., None], 3, 2)),
-      'rgba': (png(np.dstack([rgb, gray]), 'RGBA'), rgb),
-      '16-bit gray': (cv2.imencode('.png', gray.astype(np.uint16) * 257)[1]
-                      .tobytes(), np.repeat(gray[..., None], 3, 2)),
-      '16-bit rgba': (cv2.imencode('.png', np.dstack(
-          [rgb[..., ::-1], gray]).astype(np.uint16) * 257)[1].tobytes(), rgb),
-  }
-  for name, (data, want) in cases.items():
-    got = coco.decode_image(data, name)
-    assert got.dtype == np.uint8 and got.shape == (6, 9, 3), name
-    np.testing.assert_array_equal(got, want, err_msg=name)
-    notes = coco.inspect_image(data, name)['notes']
-    assert 'converted_png' in notes, name
-  assert 'converted_16bit' in coco.inspect_image(cases['16-bit rgba'][0],
-                                                 'x')['notes']
-  with pytest.raises(DataError, match='cannot decode image junk'):
-    coco.decode_image(b'junk', 'junk')
-
-
 # ---------------------------------------------------------------------------
 # Everything planted, 'drop' switches: exactly the defects go.
 
 @pytest.fixture(scope='module')
 def dropped(matrix, tmp_path_factory):
-  import ml_collections
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = dict(
-      name='coco', dir=str(matrix['dir']), train_split=SPLIT, max_boxes=50,
-      num_workers=0, train_sizes=[96], mixup_epochs=0, augment='none',
-      cache_dir=str(tmp_path_factory.mktemp('cache')), shuffle=True,
-      bad_boxes='drop', bad_images='drop', empty_images='drop')
-  c.eval = dict(split='val', size=96, batch_size=2)
-  c.train = dict(batch_size=4)
+  c = make_data_config(matrix['dir'], tmp_path_factory.mktemp('cache'), **DROP, **{
+      'data.train_split': SPLIT, 'data.train_sizes': (96,), 'data.mixup_epochs': 0,
+      'data.augment': 'none', 'eval.size': 96, 'eval.batch_size': 2,
+      'train.batch_size': 4})
   return c, loader.build(c, SPLIT)
 
 
@@ -328,7 +287,7 @@ def test_drop_matrix_report(matrix, dropped):
   }
   got = {k: sorted(v) for k, v in report.items() if v}
   assert got == {k: sorted(v) for k, v in want.items()}
-  assert set(report) == set(coco.REPORT_KEYS)
+  assert set(report) == set(bad_data.REPORT_KEYS)
 
 
 def test_drop_matrix_keeps_the_rest(matrix, dropped):
@@ -350,7 +309,7 @@ def test_drop_matrix_keeps_the_rest(matrix, dropped):
 
 def test_drop_matrix_train_batch(dropped):
   config, ds = dropped
-  it = loader.train_iterator(config, ds)
+  it = pipelines.for_config(config).train_iterator(ds)
   batch = next(it)
   it.close()
   assert batch['image'].shape == (4, 96, 96, 3)
@@ -374,38 +333,6 @@ def test_empty_images_switch_is_train_only(data_config):
 
 # ---------------------------------------------------------------------------
 # EXIF orientation.
-
-def test_orientations_match_pil():
-  a = (np.random.default_rng(1).random((5, 7, 3)) * 255).astype(np.uint8)
-  for o in range(1, 9):
-    pil = Image.fromarray(a)
-    exif = pil.getexif()
-    exif[0x0112] = o
-    b = io.BytesIO()
-    pil.save(b, 'PNG', exif=exif.tobytes())
-    assert coco.inspect_image(b.getvalue(), 'x')['orientation'] == o
-    from PIL import ImageOps
-    want = np.asarray(ImageOps.exif_transpose(Image.open(b)))
-    got = coco.orient_array(a, o)
-    np.testing.assert_array_equal(got, want, err_msg=str(o))
-    # Pixel (x=2, y=3) lands where orient_points says (legacy indices).
-    x, y = coco.orient_points([[2, 3]], o, 5, 7, legacy=True)[0].astype(int)
-    np.testing.assert_array_equal(got[y, x], a[3, 2])
-    # A legacy box covering exactly that pixel's block maps onto it.
-    box = coco.orient_box([1, 2, 3, 4], o, 5, 7)
-    block = got[int(box[1]):int(box[3]) + 1, int(box[0]):int(box[2]) + 1]
-    assert sorted(block.reshape(-1).tolist()) == sorted(
-        a[2:5, 1:4].reshape(-1).tolist())
-    # RLE masks follow their image.
-    from pycocotools import mask as mask_util
-    m = (a[..., 0] > 128).astype(np.uint8)
-    rle = mask_util.encode(np.asfortranarray(m))
-    rle = {'size': rle['size'], 'counts': rle['counts'].decode()}
-    out = coco.orient_segmentation(rle, o, 5, 7)
-    np.testing.assert_array_equal(
-        mask_util.decode(dict(out, counts=out['counts'].encode())),
-        coco.orient_array(m, o))
-
 
 def test_exif_apply_rotates_pixels_and_boxes(coco_tiny_dir, data_config,
                                              tmp_path):
@@ -463,7 +390,7 @@ def test_check_reports_defects_without_preparing(matrix, data_config,
               'missing_image', 'corrupt_image'):
     assert key in text, key
   assert 'verdict: FAIL (5 defects would raise)' in text
-  assert not cache.exists() or _no_prepared_data(cache)
+  assert not cache.exists() or no_prepared_data(cache)
   # Per-class counts and distributions of what would be kept (the empty
   # image is kept by default; the erroring ones are not counted).
   assert 'kept: 6 images' in text

@@ -1,4 +1,5 @@
-"""The COCO tfds builder: real data, reading without TensorFlow, bad input."""
+"""The COCO tfds builder: real data, reading without TensorFlow, prepared
+data never half-written, one cache entry per source directory."""
 import json
 import os
 import shutil
@@ -12,13 +13,9 @@ import numpy as np
 import pytest
 
 from detx.data import DataError, coco, loader
+from tests.data.helpers import build, no_prepared_data, read_json
 
 REPO = Path(__file__).parents[2]
-
-
-def _json(path):
-  with open(path) as f:
-    return json.load(f)
 
 
 @pytest.fixture(scope='module')
@@ -29,7 +26,7 @@ def tiny(coco_tiny_dir, tmp_cache):
 
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_counts_and_order(tiny, coco_tiny_dir, split):
-  ann = _json(coco_tiny_dir / f'annotations/instances_{split}2017.json')
+  ann = read_json(coco_tiny_dir / f'annotations/instances_{split}2017.json')
   ids = sorted(im['id'] for im in ann['images'])
   builder = tiny[split]
   assert len(ids) == 80
@@ -44,7 +41,7 @@ def test_counts_and_order(tiny, coco_tiny_dir, split):
 
 def test_known_image(coco_tiny_dir, data_config):
   """Image 184324 (val) has a crowd RLE annotation among polygon ones."""
-  ann = _json(coco_tiny_dir / 'annotations/instances_val2017.json')
+  ann = read_json(coco_tiny_dir / 'annotations/instances_val2017.json')
   image_id = 184324
   info = next(im for im in ann['images'] if im['id'] == image_id)
   anns = [a for a in ann['annotations'] if a['image_id'] == image_id]
@@ -77,7 +74,7 @@ def test_known_image(coco_tiny_dir, data_config):
 
 
 def test_category_mapping(coco_tiny_dir, data_config):
-  ann = _json(coco_tiny_dir / 'annotations/instances_train2017.json')
+  ann = read_json(coco_tiny_dir / 'annotations/instances_train2017.json')
   cats = sorted((c['id'], c['name']) for c in ann['categories'])
   ds = loader.build(data_config(coco_tiny_dir), 'train')
   assert ds.category_ids == [c for c, _ in cats]
@@ -126,7 +123,7 @@ def test_dirs_do_not_collide(shapes_dir, tmp_path):
   shutil.copytree(shapes_dir, b)
   # Drop b's last val image from its json: a different dataset.
   ann_file = b / 'annotations/instances_val2017.json'
-  ann = _json(ann_file)
+  ann = read_json(ann_file)
 
   def drop_last_image():
     last = ann['images'].pop()['id']
@@ -147,73 +144,6 @@ def test_dirs_do_not_collide(shapes_dir, tmp_path):
   assert len(coco.data_source(coco.prepare(b, 'val', cache))) == 6
 
 
-# ---------------------------------------------------------------------------
-# Bad input: one DataError naming the file / record; nothing half-written.
-
-@pytest.fixture
-def broken(shapes_dir, tmp_path):
-  """A private copy of the small shapes dataset to break."""
-  out = tmp_path / 'broken'
-  shutil.copytree(shapes_dir, out)
-  return out
-
-
-def _build(data_config, data_dir, split='val', **overrides):
-  return loader.build(data_config(data_dir, **overrides), split)
-
-
-def _edit_json(data_dir, fn, split='val'):
-  path = data_dir / f'annotations/instances_{split}2017.json'
-  ann = _json(path)
-  fn(ann)
-  path.write_text(json.dumps(ann))
-  return ann
-
-
-def _no_prepared_data(cache):
-  return not list(Path(cache).rglob('dataset_info.json'))
-
-
-def test_missing_data_dir(data_config, tmp_path):
-  missing = tmp_path / 'nope'
-  with pytest.raises(DataError) as e:
-    _build(data_config, missing)
-  msg = str(e.value)
-  assert str(missing) in msg
-  assert 'annotations/instances_val2017.json' in msg
-  assert 'val2017/*.jpg' in msg
-
-
-def test_missing_annotation_file(data_config, broken):
-  path = broken / 'annotations/instances_val2017.json'
-  path.unlink()
-  with pytest.raises(DataError, match='annotation file .*instances_val2017'
-                     r'\.json is missing'):
-    _build(data_config, broken)
-
-
-def test_missing_image_dir(data_config, broken):
-  shutil.rmtree(broken / 'val2017')
-  with pytest.raises(DataError, match='image directory .*val2017 is missing'):
-    _build(data_config, broken)
-
-
-def test_malformed_json(data_config, broken, tmp_path):
-  path = broken / 'annotations/instances_val2017.json'
-  path.write_text(path.read_text()[:-20])
-  cache = tmp_path / 'cache'
-  with pytest.raises(DataError, match=f'malformed JSON .*{path}'):
-    _build(data_config, broken, **{'data.cache_dir': str(cache)})
-  assert _no_prepared_data(cache)
-
-
-def test_missing_image(data_config, broken):
-  name = sorted((broken / 'val2017').iterdir())[3]
-  name.unlink()
-  with pytest.raises(DataError, match=f'{name}.*missing'):
-    _build(data_config, broken)
-
-
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
 def test_corrupt_image_leaves_nothing_behind(data_config, broken, tmp_path,
                                              damage):
@@ -223,60 +153,11 @@ def test_corrupt_image_leaves_nothing_behind(data_config, broken, tmp_path,
   path.write_bytes(bad)
   cache = tmp_path / 'cache'
   with pytest.raises(DataError, match=f'corrupt or truncated image {path}'):
-    _build(data_config, broken, **{'data.cache_dir': str(cache)})
+    build(data_config, broken, **{'data.cache_dir': str(cache)})
   # tfds wrote into a temporary directory: nothing a later run could use.
-  assert _no_prepared_data(cache)
+  assert no_prepared_data(cache)
   assert not coco.make_builder(broken, 'val', str(cache)).is_prepared()
   # Repaired in place (same json, same fingerprint): prepares from scratch.
   path.write_bytes(good)
-  ds = _build(data_config, broken, **{'data.cache_dir': str(cache)})
+  ds = build(data_config, broken, **{'data.cache_dir': str(cache)})
   assert ds.num_images == 8 and ds[5]['image'].shape == (64, 64, 3)
-
-
-def test_zero_size_box(data_config, broken, tmp_path):
-  def zero(ann):
-    a = ann['annotations'][2]
-    a['bbox'][2] = 0.0
-    return a
-  ann = _json(broken / 'annotations/instances_val2017.json')
-  target = ann['annotations'][2]
-  file_name = next(im['file_name'] for im in ann['images']
-                   if im['id'] == target['image_id'])
-  _edit_json(broken, zero)
-  with pytest.raises(DataError) as e:
-    _build(data_config, broken)
-  assert f'annotation id {target["id"]}' in str(e.value)
-  assert file_name in str(e.value)
-  assert "bad_boxes='drop'" in str(e.value)
-  # Opt-in: drop such boxes.
-  ds = _build(data_config, broken, **{'data.bad_boxes': 'drop'})
-  ids = np.concatenate([ds[i]['ann_ids'] for i in range(ds.num_images)])
-  assert target['id'] not in ids
-  assert len(ids) == len(ann['annotations']) - 1
-
-
-def test_negative_size_box(data_config, broken):
-  def neg(ann):
-    ann['annotations'][0]['bbox'][3] = -4.0
-  ann = _edit_json(broken, neg)
-  with pytest.raises(DataError,
-                     match=f'annotation id {ann["annotations"][0]["id"]} '):
-    _build(data_config, broken)
-
-
-def test_unknown_category(data_config, broken):
-  def unknown(ann):
-    ann['annotations'][1]['category_id'] = 999
-  ann = _edit_json(broken, unknown)
-  with pytest.raises(DataError, match=(
-      f'annotation id {ann["annotations"][1]["id"]} .*unknown category id '
-      '999')):
-    _build(data_config, broken)
-
-
-def test_image_size_mismatch(data_config, broken):
-  def wrong(ann):
-    ann['images'][0]['width'] = 65
-  ann = _edit_json(broken, wrong)
-  with pytest.raises(DataError, match=ann['images'][0]['file_name']):
-    _build(data_config, broken)

@@ -2,10 +2,9 @@
 import json
 
 import numpy as np
-import pytest
 from pycocotools import mask as mask_util
 
-from detx.data import coco
+from detx.data import annotations
 from detx.data import masks
 
 M = 28
@@ -95,7 +94,7 @@ def test_coco_tiny_polygon_and_rle_areas(coco_tiny_dir):
   """Crop coverage ~ instance area / box-frame area, for polygons (vs the
   annotation's area) and for crowd RLEs (vs the RLE's own area: COCO crowd
   `area` fields disagree with their RLEs by up to ~25%)."""
-  ann, _ = coco.layout(coco_tiny_dir, 'train')
+  ann, _ = annotations.layout(coco_tiny_dir, 'train')
   d = json.loads(ann.read_text())
   images = {im['id']: im for im in d['images']}
   n_poly = n_rle = 0
@@ -104,7 +103,7 @@ def test_coco_tiny_polygon_and_rle_areas(coco_tiny_dir):
     hh, ww = im['height'], im['width']
     if min(a['bbox'][2:]) < 40:
       continue
-    box = coco.convert_box(a['bbox'], ww, hh)
+    box = annotations.convert_box(a['bbox'], ww, hh)
     _, _, fw, fh = masks.box_frame(box)
     seg = json.dumps(a['segmentation'])
     crop = masks.crop(seg, box, 112, hh, ww)
