@@ -1,9 +1,10 @@
-"""Per-example transforms keep images and boxes consistent."""
+"""The YOLOv3 per-example transforms keep images and boxes consistent."""
 import cv2
 import numpy as np
 import pytest
 
-from detx.data import transforms as T
+from detx.data import transforms
+from detx.data.transforms import yolo as T
 
 
 def _rng(seed=0):
@@ -156,7 +157,7 @@ def test_distort_is_deterministic():
 
 
 def _denorm(image):
-  return (image * T.STD + T.MEAN) * 255
+  return (image * transforms.STD + transforms.MEAN) * 255
 
 
 @pytest.mark.parametrize('seed', range(12))
@@ -164,7 +165,7 @@ def test_train_pipeline_boxes_follow_pixels(seed):
   """White boxes on black: after the full augmentation (distort, expand,
   crop, random interp resize, flip) each valid box centre is still white-ish."""
   ex = _example()
-  out = T.yolo_train(ex, 256, _rng(seed), max_boxes=50)
+  out = T.train_example(ex, 256, _rng(seed), max_boxes=50)
   img = _denorm(out['image']).mean(-1)
   lo, hi = np.percentile(img, 1), img.max()
   assert out['box_mask'].sum() >= 1
@@ -177,7 +178,7 @@ def test_train_output_format():
   ex = _example(boxes=[(10, 20, 59, 79), (80, 30, 149, 109), (0, 0, 5, 5)],
                 crowd=[False, True, False])
   partner = _example(h=90, w=90, boxes=[(5, 5, 50, 50)], seed=1)
-  out = T.yolo_train(ex, 96, _rng(1), partner=partner, max_boxes=4)
+  out = T.train_example(ex, 96, _rng(1), partner=partner, max_boxes=4)
   assert out['image'].shape == (96, 96, 3) and out['image'].dtype == np.float32
   assert out['boxes'].shape == (4, 4) and out['boxes'].dtype == np.float32
   assert out['classes'].shape == (4,) and out['classes'].dtype == np.int32
@@ -191,7 +192,7 @@ def test_train_output_format():
   # mixup: gt_score is the factor f for ex's boxes and 1-f for the partner's
   s = out['scores'][m]
   assert ((s > 0) & (s < 1)).all()
-  again = T.yolo_train(ex, 96, _rng(1), partner=partner, max_boxes=4)
+  again = T.train_example(ex, 96, _rng(1), partner=partner, max_boxes=4)
   for k in out:
     np.testing.assert_array_equal(out[k], again[k])
 
@@ -199,8 +200,8 @@ def test_train_output_format():
 def test_no_augment_equals_eval():
   ex = _example(boxes=[(10, 20, 59, 79), (80, 30, 149, 109)],
                 crowd=[False, True])
-  a = T.yolo_train(ex, 128, _rng(0), augment=False, max_boxes=8)
-  b = T.yolo_eval(ex, 128, max_boxes=8)
+  a = T.train_example(ex, 128, _rng(0), augment=False, max_boxes=8)
+  b = T.eval_example(ex, 128, max_boxes=8)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
   # crowd box excluded; boxes normalised by the original size
@@ -213,7 +214,7 @@ def test_no_augment_equals_eval():
 
 def test_max_boxes_truncates():
   boxes = [(i, i, i + 10, i + 10) for i in range(0, 60, 5)]
-  out = T.yolo_eval(_example(boxes=boxes), 64, max_boxes=5)
+  out = T.eval_example(_example(boxes=boxes), 64, max_boxes=5)
   assert out['box_mask'].all() and out['boxes'].shape == (5, 4)
   np.testing.assert_array_equal(out['classes'], np.arange(5) % 3)
 
