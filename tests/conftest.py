@@ -48,23 +48,9 @@ def shapes_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def data_config(tmp_cache):
-  """make(data_dir, **overrides) -> a ConfigDict with just the data-related
-  keys (config.data / eval / train.batch_size / seed); overrides use dotted
-  keys, e.g. make(d, **{'data.max_size': 128})."""
-  import ml_collections
-
-  def make(data_dir, **overrides):
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data = dict(
-        name='coco', dir=str(data_dir), train_split='train', train_limit=0,
-        max_size=0, max_boxes=50, num_workers=0,
-        train_sizes=[320, 352, 384, 416, 448, 480, 512, 544, 576, 608],
-        mixup_epochs=250, augment=True, cache_dir=str(tmp_cache),
-        shuffle=True, bad_boxes='error')
-    c.eval = dict(split='val', limit=0, size=608, batch_size=8)
-    c.train = dict(batch_size=8)
-    from detx import config as cfg
-    return cfg.override(c, overrides)
-
-  return make
+  """make(data_dir, **overrides) -> detx.config.default() for that data dir and
+  the session's tfds cache (tests.data.helpers.make_data_config: in-process
+  loading, the yolov3 pipeline); overrides use dotted keys, e.g.
+  make(d, **{'data.max_size': 128, 'model.name': 'faster_rcnn'})."""
+  from tests.data.helpers import make_data_config
+  return lambda data_dir, **overrides: make_data_config(data_dir, tmp_cache, **overrides)
