@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from detx import sharding, train
-from detx.data import loader
+from detx.data import loader, pipelines
 from detx.models.base import build_model
 from tests.helpers import flat_params, tiny_config
 
@@ -35,7 +35,7 @@ def test_grad_accumulation_averages_micro_batch_gradients(tmp_path):
   c = tiny_config(tmp_path, steps=10)
   c.optim.weight_decay = 0.0
   c.optim.schedule.warmup_steps = 0  # lr(0) = base_lr, not the warmup's 0
-  batch = next(loader.train_iterator(c, loader.build(c, 'train')))
+  batch = next(pipelines.for_config(c).train_iterator(loader.build(c, 'train')))
   accum, m = _one_step(c, batch, grad_accum=2)
   # Micro-batch j holds rows j, j+2: the same update as averaging the two
   # gradients, i.e. as two half-lr steps from the same start (momentum starts at 0).
@@ -57,7 +57,7 @@ import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from detx import sharding, train
-from detx.data import loader
+from detx.data import loader, pipelines
 from detx.models.base import build_model
 from tests.helpers import tiny_config, flat_params
 out = {{}}
@@ -70,7 +70,7 @@ for mode in ('replicated', 'fsdp'):
   tx, lr_fn = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
   step = train.make_train_step(module, tx, lr_fn, mesh, shardings=train.state_sharding(state))
-  it = loader.train_iterator(c, loader.build(c, 'train'))
+  it = pipelines.for_config(c).train_iterator(loader.build(c, 'train'))
   losses = []
   for _ in range(2):
     state, m = step(state, sharding.shard_batch(train.model_inputs(module, next(it), True), mesh))
