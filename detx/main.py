@@ -35,7 +35,8 @@ def main(argv):
   if _MODE.value in ('train', 'train_and_eval'):
     train.train_and_evaluate(config, workdir, do_eval=_MODE.value == 'train_and_eval')
   elif _MODE.value == 'eval':
-    train.evaluate_checkpoint(config, workdir)
+    from detx import evaluation
+    evaluation.evaluate_checkpoint(config, workdir)
   else:
     from detx import predict
     if not _INPUT.value:

@@ -3,15 +3,18 @@ r"""Inference on images: draws the detections and writes a COCO results JSON.
   python -m detx.predict --config=configs/quickstart.py --checkpoint=/tmp/quickstart \
       --input=IMAGE_OR_DIR --output=/tmp/pred
 
+Works for every family: each image goes through its input pipeline's eval transform.
 --checkpoint takes a workdir, its checkpoints/ directory or one step directory.
-Writes OUTPUT/<image name>.jpg (boxes with score >= --draw_threshold drawn) and
-OUTPUT/detections.json (COCO results: image_id, category_id, bbox xywh, score, file_name).
+Writes OUTPUT/<image name>.jpg (detections with score >= --draw_threshold drawn, masks
+blended in for mask models) and OUTPUT/detections.json (COCO results: image_id,
+category_id, bbox xywh, score, file_name, and for mask models the segmentation as RLE
+with counts as str; pycocotools' COCO.loadRes reads it). image_id is the file name's
+number (COCO names) or the image's index in the input.
 """
 import json
 from pathlib import Path
 
 import cv2
-import jax
 import numpy as np
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -40,62 +43,61 @@ def load_categories(workdir, config):
   return list(range(1, n + 1)), [f'class {i}' for i in range(n)]
 
 
-def to_coco_results(image_id, file_name, boxes, scores, classes, category_ids) -> list[dict]:
-  """Paddle's bbox2out: xyxy (legacy +1) -> COCO xywh with w = x2 - x1 + 1."""
-  out = []
-  for b, s, c in zip(boxes, scores, classes):
-    out.append({'image_id': image_id, 'file_name': file_name,
-                'category_id': int(category_ids[int(c)]),
-                'bbox': [float(b[0]), float(b[1]), float(b[2] - b[0] + 1), float(b[3] - b[1] + 1)],
-                'score': float(s)})
-  return out
-
-
 def run(config, checkpoint_path, input_path, output_dir, draw_threshold: float = 0.5) -> list[dict]:
-  from detx import checkpoint, sharding, train
-  from detx.data import coco, loader, transforms
-  from detx.models import build_model
+  """Predicts every image of `input_path`; returns the COCO results it writes."""
+  import jax
+  from detx import evaluation, sharding
+  from detx.data import images, pipelines
+  from detx.evaluation.results import coco_results
+  from detx.models.base import family, model_inputs
+  from detx.ops.masks import paste_masks
   from detx.visualize import draw_detections
 
   files = list_images(input_path)
   output_dir = Path(output_dir).expanduser()
   output_dir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh()
-  module, rules = build_model(config)
-  tx, _ = train.make_optimizer(config, rules)
-  state = train.init_state(config, module, tx, mesh)
-  import flax
-  state = flax.serialization.from_state_dict(
-      state, checkpoint.restore_variables(checkpoint_path, state.as_dict()))
+  module, state = evaluation.restore_state(config, checkpoint_path, mesh)
+  variables = state.variables()
   workdir = Path(checkpoint_path).expanduser().resolve()
   while workdir.name.isdigit() or workdir.name == 'checkpoints':
     workdir = workdir.parent
   category_ids, names = load_categories(workdir, config)
-  eval_step = train.make_eval_step(module, mesh)
-  size = loader.eval_size(config)
+  eval_step = evaluation.make_eval_step(module, mesh)
+  pipeline = pipelines.for_config(config)
+  has_masks = family(config).has_masks
   n_dev = mesh.devices.size
   results = []
   for i, f in enumerate(files):
-    image = coco.decode_image(f.read_bytes(), str(f))
-    example = {'image': image, 'image_id': i, 'boxes': np.zeros((0, 4), np.float32),
-               'labels': np.zeros((0,), np.int32), 'is_crowd': np.zeros((0,), bool)}
-    elem = transforms.yolo_eval(example, size, config.data.max_boxes)
-    batch = {k: np.stack([v] * n_dev) for k, v in train.model_inputs(module, elem, False).items()}
-    dets = jax.device_get(eval_step(state.variables(), sharding.shard_batch(batch, mesh)))
-    keep = dets['valid'][0]
-    boxes, scores, classes = dets['boxes'][0][keep], dets['scores'][0][keep], dets['classes'][0][keep]
+    image = images.decode_image(f.read_bytes(), str(f))
+    batch = pipeline.eval_batch([image] * n_dev)  # one image per device: same shapes
+    dets = jax.device_get(eval_step(variables, sharding.shard_batch(
+        model_inputs(module, batch, False), mesh)))
+    det = {k: v[0] for k, v in dets.items()}
+    keep = det['valid']
+    masks = (paste_masks(det['masks'], det['boxes'], keep, image.shape[:2])
+             if has_masks else None)
     image_id = int(f.stem) if f.stem.isdigit() else i
-    results += to_coco_results(image_id, f.name, boxes, scores, classes, category_ids)
-    drawn = draw_detections(image, boxes, scores, classes, names, score_threshold=draw_threshold)
+    results += coco_results(image_id, det['boxes'], det['scores'], det['classes'],
+                            category_ids, valid=keep, masks=masks, file_name=f.name)
+    drawn = draw_detections(image, det['boxes'], det['scores'], det['classes'], names,
+                            score_threshold=draw_threshold, masks=masks, valid=keep)
     cv2.imwrite(str(output_dir / f'{f.stem}.jpg'), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-    print(f'{f.name}: {int((scores >= draw_threshold).sum())} detections >= {draw_threshold}')
+    shown = int((det['scores'][keep] >= draw_threshold).sum())
+    print(f'{f.name}: {shown} detections >= {draw_threshold}', flush=True)
   (output_dir / 'detections.json').write_text(json.dumps(results))
   return results
 
 
 def main(argv):
   del argv
-  run(_CONFIG.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value, _THRESHOLD.value)
+  config = _CONFIG.value
+  if config.compile_cache:  # as detx.main: JAX's persistent compilation cache
+    import os
+    import jax
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compile_cache))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  run(config, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value, _THRESHOLD.value)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""Train state, the jitted train and eval steps, the loop, checkpoint and resume."""
+"""Train state, the jitted train step, the loop, checkpoint and resume (evaluation:
+detx.evaluation)."""
 import json
 import signal
 import time
@@ -11,19 +12,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
-from detx import checkpoint, metrics, schedules, sharding
-from detx.data import loader, transforms
-from detx.evaluate import CocoEvaluator
-from detx.visualize import draw_detections
-from detx.models import build_model
+from detx import checkpoint, evaluation, metrics, sharding
+from detx.data import loader, pipelines
+from detx.models.base import build_model, model_inputs
+from detx.optim import make_optimizer
 
-
-
-def model_inputs(module, batch: dict, train: bool) -> dict:
-  """The batch fields a model's jitted step reads (its TRAIN_KEYS / EVAL_KEYS)."""
-  return {k: batch[k] for k in (module.TRAIN_KEYS if train else module.EVAL_KEYS)}
 
 
 @flax.struct.dataclass
@@ -44,38 +38,8 @@ class TrainState:
 
 def dummy_batch(config) -> dict:
   """One all-padding example of the eval pipeline's shape, batched: for init."""
-  if loader.pipeline(config) == 'rcnn':
-    settings = loader.rcnn_settings(config)
-    elem = transforms.rcnn_padding_example(
-        loader.bucket_shapes(config, 'eval')[0], settings['max_boxes'],
-        settings['with_masks'], settings['mask_size'])
-  else:
-    elem = transforms.padding_example(loader.eval_size(config), config.data.max_boxes)
+  elem = pipelines.for_config(config).padding_example()
   return {k: np.asarray(v)[None] for k, v in elem.items()}
-
-
-def make_optimizer(config, rules):
-  """Optional global-norm gradient clipping (optim.clip_norm, 0 = off, as the zoo),
-  coupled L2 + momentum, then the per-parameter lr multipliers of `rules` (a
-  models.ParamRules); the scheduled lr is applied in the step."""
-  lr_fn = schedules.learning_rate(config.optim.base_lr, config.optim.schedule, config.train.steps)
-  clip = float(config.optim.get('clip_norm', 0.0))
-  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-  parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=rules.decay_mask))
-  if config.optim.momentum:
-    parts.append(optax.trace(decay=config.optim.momentum))
-  if rules.lr_mult is not None:
-    parts.append(_scale_by_tree(rules.lr_mult))
-  return optax.chain(*parts), lr_fn
-
-
-def _scale_by_tree(mult_fn):
-  def init(params):
-    return optax.EmptyState()
-
-  def update(updates, state, params=None):
-    return jax.tree.map(lambda u, m: u * m, updates, mult_fn(updates)), state
-  return optax.GradientTransformation(init, update)
 
 
 def init_state(config, module, tx, mesh) -> TrainState:
@@ -180,64 +144,6 @@ def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
                  donate_argnums=0)
 
 
-def make_eval_step(module, mesh):
-  def eval_fn(variables, batch):
-    return module.apply(variables, batch, train=False)
-  # Variables keep the sharding they have (replicated or FSDP).
-  return jax.jit(eval_fn, out_shardings=sharding.batch_sharding(mesh))
-
-
-def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
-             step=0) -> dict:
-  """COCO box AP of `variables` on eval.split (the first eval.limit images)."""
-  dataset = dataset or loader.build(config, config.eval.split)
-  eval_step = eval_step or make_eval_step(module, mesh)
-  n_dev = mesh.devices.size
-  batch_size = -(-config.eval.batch_size // n_dev) * n_dev
-  has_masks = getattr(module, 'HAS_MASKS', False)
-  evaluator = CocoEvaluator(dataset.annotation_file, dataset.category_ids,
-                            image_ids=dataset.image_ids,
-                            iou_types=('bbox', 'segm') if has_masks else ('bbox',))
-  t0, seen, drawn, next_report = time.time(), 0, [], 1
-  for batch in loader.eval_iterator(config, dataset, batch_size=batch_size):
-    inputs = model_inputs(module, batch, False)
-    if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
-      rows, first = loader.process_rows(len(batch['valid']))
-      inputs = {k: v[first:first + rows] for k, v in inputs.items()}
-      dets = multihost_utils.process_allgather(eval_step(variables, sharding.shard_batch(inputs, mesh)), tiled=True)
-    else:
-      dets = jax.device_get(eval_step(variables, sharding.shard_batch(inputs, mesh)))
-    valid = dets['valid'] & batch['valid'][:, None]
-    masks = None
-    if has_masks:  # mask probabilities [B, K, M, M] -> RLEs pasted into the original image
-      from detx.ops.masks import paste_masks
-      masks = [paste_masks(dets['masks'][b], dets['boxes'][b], valid[b], batch['orig_size'][b])
-               for b in range(len(valid))]
-    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
-                  masks=masks)
-    seen += int(batch['valid'].sum())
-    if seen >= next_report or seen == dataset.num_images:
-      rate = seen / max(time.time() - t0, 1e-9)
-      print(f'eval {seen}/{dataset.num_images} images {rate:.1f} img/s '
-            f'eta {(dataset.num_images - seen) / max(rate, 1e-9) / 60:.1f} min', flush=True)
-      next_report = seen + max(1, dataset.num_images // 5)
-    if writer is not None and len(drawn) < config.eval.draw_images:
-      drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
-                for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
-  results = evaluator.evaluate()
-  for index, det in drawn:  # the same first val images at every evaluation
-    keep = det['valid']
-    image = draw_detections(dataset[index]['image'], det['boxes'][keep], det['scores'][keep],
-                            det['classes'][keep], dataset.category_names, score_threshold=0.3)
-    writer.image(step, f'predictions/{int(dataset.image_ids[index])}', image)
-  results['eval/images'] = seen
-  results['eval/img_per_s'] = seen / max(time.time() - t0, 1e-9)
-  results.update(metrics.compile_counts())
-  if writer is not None:
-    writer.write(step, results)
-  return results
-
-
 class _StopFlag:
   """SIGTERM/SIGINT ask the loop to checkpoint and exit at the next step boundary."""
 
@@ -292,8 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
                                config.train.inject_nan_steps, state_sharding(state),
                                config.train.grad_accum)
-  eval_step = make_eval_step(module, mesh) if do_eval else None
-  batch_iter = loader.train_iterator(config, dataset, start_step=start)
+  eval_step = evaluation.make_eval_step(module, mesh) if do_eval else None
+  batch_iter = pipelines.for_config(config).train_iterator(dataset, start_step=start)
   result, t_log, step = {}, time.time(), start
   try:  # whatever is raised, pending checkpoint saves finish before the process may exit
     with _StopFlag() as stop:
@@ -322,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         final = step == config.train.steps
         if do_eval and not stop.requested and (
             final or (config.eval.every and step % config.eval.every == 0)):
-          result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=step)
+          result = evaluation.evaluate(config, module, state.variables(), mesh, eval_step,
+                                       writer=writer, step=step)
           print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
                                             if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
           best.offer(step, state.as_dict(), result)
@@ -330,28 +237,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           ckpt.save(step, state.as_dict())
           break
     if do_eval and start == config.train.steps and not result:  # resumed a finished run
-      result = evaluate(config, module, state.variables(), mesh, eval_step, writer=writer, step=start)
+      result = evaluation.evaluate(config, module, state.variables(), mesh, eval_step,
+                                   writer=writer, step=start)
   finally:
     ckpt.close()
     best.close()
     writer.close()
   return result
 
-
-def evaluate_checkpoint(config, workdir) -> dict:
-  """Evaluates the latest checkpoint in WORKDIR."""
-  metrics.install_compile_counter()
-  mesh = sharding.make_mesh()
-  module, rules = build_model(config)
-  tx, _ = make_optimizer(config, rules)
-  state = init_state(config, module, tx, mesh)
-  ckpt = checkpoint.Checkpointer(workdir)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory} to evaluate')
-  state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
-  ckpt.close()
-  writer = metrics.MetricWriter(workdir)
-  result = evaluate(config, module, state.variables(), mesh, writer=writer,
-                    step=int(jax.device_get(state.step)))
-  writer.close()
-  return result

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from detx import checkpoint, metrics, sharding, train
-from detx.models import build_model
+from detx import checkpoint, evaluation, metrics, sharding, train
+from detx.models.base import build_model
 from tests.helpers import flat_params, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +57,10 @@ def test_no_new_compiles_after_warmup(tmp_path):
   module, rules = build_model(c)
   tx, _ = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
-  eval_step = train.make_eval_step(module, mesh)
-  train.evaluate(c, module, state.variables(), mesh, eval_step)
+  eval_step = evaluation.make_eval_step(module, mesh)
+  evaluation.evaluate(c, module, state.variables(), mesh, eval_step)
   before = metrics.compile_counts()['jit/compiles']
-  train.evaluate(c, module, state.variables(), mesh, eval_step)
+  evaluation.evaluate(c, module, state.variables(), mesh, eval_step)
   assert metrics.compile_counts()['jit/compiles'] == before
 
 
@@ -68,7 +68,7 @@ _SHARD_SCRIPT = r'''
 import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from detx import sharding, train
-from detx.models import build_model
+from detx.models.base import build_model
 from tests.helpers import tiny_config, flat_params
 from pathlib import Path
 c = tiny_config(Path({tmp!r}), steps=2)
@@ -79,9 +79,9 @@ tx, lr_fn = train.make_optimizer(c, rules)
 state = train.init_state(c, module, tx, mesh)
 init = flat_params(state.params)
 step = train.make_train_step(module, tx, lr_fn, mesh)
-from detx.data import loader
+from detx.data import loader, pipelines
 ds = loader.build(c, 'train')
-it = loader.train_iterator(c, ds)
+it = pipelines.for_config(c).train_iterator(ds)
 losses = []
 for _ in range(2):
   b = next(it)
@@ -130,7 +130,7 @@ def test_rcnn_eval_compiles_once_per_bucket(coco_tiny_dir, tmp_path, monkeypatch
   """An R-CNN evaluation over the 80 coco_tiny val images compiles programs only on the
   first batch of each pad bucket (a shallow R50-FPN at data.max_size 128)."""
   from detx import config as cfg
-  from detx.data import loader
+  from detx.data import pipelines
   from detx.models.backbones import resnet
   monkeypatch.setitem(resnet.BLOCKS, 50, (1, 1, 1, 1))
   c = cfg.load('faster_rcnn_r50_fpn_1x')
@@ -146,7 +146,7 @@ def test_rcnn_eval_compiles_once_per_bucket(coco_tiny_dir, tmp_path, monkeypatch
   module, rules = build_model(c)
   tx, _ = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
-  inner = train.make_eval_step(module, mesh)
+  inner = evaluation.make_eval_step(module, mesh)
   seen, log = set(), []
   total = lambda: sum(metrics.compile_counts().values())  # compiles + persistent-cache hits
   last = [total()]
@@ -161,10 +161,10 @@ def test_rcnn_eval_compiles_once_per_bucket(coco_tiny_dir, tmp_path, monkeypatch
     seen.add(shape)
     return out
 
-  result = train.evaluate(c, module, state.variables(), mesh, counted)
+  result = evaluation.evaluate(c, module, state.variables(), mesh, counted)
   assert result['eval/images'] == 80
   assert len(log) == 40
-  buckets = set(loader.bucket_shapes(c, 'eval'))
+  buckets = set(pipelines.for_config(c).buckets('eval'))
   assert seen <= buckets and len(seen) >= 2, (seen, buckets)
   assert all(n > 0 for _, again, n in log if not again), log
   assert all(n == 0 for _, again, n in log if again), log

@@ -1,21 +1,9 @@
 """Tests for detx.visualize.draw_detections."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from detx.visualize import class_color, draw_detections
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared/data'
-
-
-@pytest.fixture(scope='module')
-def coco_tiny_dir():
-  path = SHARED_DATA / 'coco_tiny'
-  if not path.is_dir():
-    pytest.skip(f'{path} is absent')
-  return path
 
 
 def _gray(h=120, w=160):

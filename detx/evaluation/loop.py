@@ -1,0 +1,136 @@
+"""The evaluation loop: a model's detections on eval.split, scored by eval.metric.
+
+``evaluate`` runs the jitted eval step over the split (the pipeline's eval batches,
+padded to its fixed shapes), pastes masks for mask models, feeds the evaluator that
+``config.eval.metric`` names in ``EVALUATORS`` and returns its metrics (``bbox/AP``,
+``segm/AP``, ``voc/mAP``, ...) with ``eval/images``, ``eval/img_per_s`` and the compile
+counts; ``evaluate_checkpoint`` does that for the latest checkpoint of a workdir.
+"""
+import time
+
+import flax
+import jax
+from jax.experimental import multihost_utils
+
+from detx import checkpoint, metrics, sharding
+from detx.data import loader, pipelines
+from detx.evaluation import voc
+from detx.evaluation.coco import CocoEvaluator
+from detx.models.base import build_model, family, model_inputs
+from detx.optim import make_optimizer
+from detx.visualize import draw_detections
+
+
+def coco_evaluator(config, dataset):
+  """COCOeval on the dataset's annotation file: bbox, and segm for mask models."""
+  return CocoEvaluator(dataset.annotation_file, dataset.category_ids,
+                       image_ids=dataset.image_ids,
+                       iou_types=('bbox', 'segm') if family(config).has_masks else ('bbox',))
+
+
+def voc_evaluator(config, dataset):
+  """VOC mAP at IoU 0.5 (eval.map_type '11point' or 'integral') on the dataset's
+  ground truth, crowd boxes as difficult."""
+  ground_truth = voc.coco_ground_truth(dataset.annotation_file, dataset.image_ids)
+  return voc.DatasetVocEvaluator(ground_truth, dataset.num_classes, dataset.image_ids,
+                                 map_type=config.eval.map_type)
+
+
+# eval.metric -> (config, dataset) -> an evaluator with add(image_ids, boxes, scores,
+# classes, valid, masks=None) and evaluate() -> {metric name: value}.
+EVALUATORS = {
+    'coco': coco_evaluator,
+    'voc': voc_evaluator,
+}
+
+
+def make_evaluator(config, dataset):
+  """The evaluator of config.eval.metric for `dataset`."""
+  metric = config.eval.metric
+  if metric not in EVALUATORS:
+    raise ValueError(f'unknown eval.metric {metric!r}; known: {", ".join(EVALUATORS)}')
+  return EVALUATORS[metric](config, dataset)
+
+
+def make_eval_step(module, mesh):
+  def eval_fn(variables, batch):
+    return module.apply(variables, batch, train=False)
+  # Variables keep the sharding they have (replicated or FSDP).
+  return jax.jit(eval_fn, out_shardings=sharding.batch_sharding(mesh))
+
+
+def pasted_masks(dets, valid, orig_size) -> list:
+  """Per image, the mask probabilities [K, M, M] pasted into the original image as
+  COCO RLEs (None where not valid)."""
+  from detx.ops.masks import paste_masks
+  return [paste_masks(dets['masks'][b], dets['boxes'][b], valid[b], orig_size[b])
+          for b in range(len(valid))]
+
+
+def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
+             step=0) -> dict:
+  """eval.metric of `variables` on eval.split (the first eval.limit images)."""
+  dataset = dataset or loader.build(config, config.eval.split)
+  eval_step = eval_step or make_eval_step(module, mesh)
+  n_dev = mesh.devices.size
+  batch_size = -(-config.eval.batch_size // n_dev) * n_dev
+  has_masks = family(config).has_masks
+  evaluator = make_evaluator(config, dataset)
+  t0, seen, drawn, next_report = time.time(), 0, [], 1
+  for batch in pipelines.for_config(config).eval_iterator(dataset, batch_size=batch_size):
+    inputs = model_inputs(module, batch, False)
+    if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
+      rows, first = loader.process_rows(len(batch['valid']))
+      inputs = {k: v[first:first + rows] for k, v in inputs.items()}
+      dets = multihost_utils.process_allgather(eval_step(variables, sharding.shard_batch(inputs, mesh)), tiled=True)
+    else:
+      dets = jax.device_get(eval_step(variables, sharding.shard_batch(inputs, mesh)))
+    valid = dets['valid'] & batch['valid'][:, None]
+    masks = pasted_masks(dets, valid, batch['orig_size']) if has_masks else None
+    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
+                  masks=masks)
+    seen += int(batch['valid'].sum())
+    if seen >= next_report or seen == dataset.num_images:
+      rate = seen / max(time.time() - t0, 1e-9)
+      print(f'eval {seen}/{dataset.num_images} images {rate:.1f} img/s '
+            f'eta {(dataset.num_images - seen) / max(rate, 1e-9) / 60:.1f} min', flush=True)
+      next_report = seen + max(1, dataset.num_images // 5)
+    if writer is not None and len(drawn) < config.eval.draw_images:
+      drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
+                for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
+  results = evaluator.evaluate()
+  for index, det in drawn:  # the same first val images at every evaluation
+    keep = det['valid']
+    image = draw_detections(dataset[index]['image'], det['boxes'][keep], det['scores'][keep],
+                            det['classes'][keep], dataset.category_names, score_threshold=0.3)
+    writer.image(step, f'predictions/{int(dataset.image_ids[index])}', image)
+  results['eval/images'] = seen
+  results['eval/img_per_s'] = seen / max(time.time() - t0, 1e-9)
+  results.update(metrics.compile_counts())
+  if writer is not None:
+    writer.write(step, results)
+  return results
+
+
+def restore_state(config, checkpoint_path, mesh):
+  """(module, TrainState) of config's model, restored from a workdir (its latest step),
+  its checkpoints/ directory or one step directory."""
+  from detx import train
+  module, rules = build_model(config)
+  tx, _ = make_optimizer(config, rules)
+  state = train.init_state(config, module, tx, mesh)
+  state = flax.serialization.from_state_dict(
+      state, checkpoint.restore_variables(checkpoint_path, state.as_dict()))
+  return module, state
+
+
+def evaluate_checkpoint(config, workdir) -> dict:
+  """Evaluates the latest checkpoint in WORKDIR."""
+  metrics.install_compile_counter()
+  mesh = sharding.make_mesh()
+  module, state = restore_state(config, workdir, mesh)
+  writer = metrics.MetricWriter(workdir)
+  result = evaluate(config, module, state.variables(), mesh, writer=writer,
+                    step=int(jax.device_get(state.step)))
+  writer.close()
+  return result
