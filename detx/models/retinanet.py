@@ -53,8 +53,7 @@ class RetinaNet(nn.Module):
                                     c.remat)
     self.neck = necks.build(c.neck, self.dtype)
     self.head = RetinaHead(c.num_classes, len(c.anchor.aspect_ratios) * c.anchor.scales_per_octave,
-                           c.head.channels, c.head.num_convs, c.head.prior_prob,
-                           f'_fpn{self.levels[0]}', self.dtype)
+                           c.head, f'_fpn{self.levels[0]}', self.dtype)
 
   def outputs(self, image, train: bool):
     """Head outputs per level and the matching anchors."""

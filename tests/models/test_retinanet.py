@@ -4,6 +4,7 @@ against Paddle's RetinaHead.get_loss, and a shallow model fitting one synthetic 
 import math
 
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -62,7 +63,8 @@ def test_head_runs_like_paddle_with_its_weights():
   paddle = pytest.importorskip('paddle')
   import paddle.nn.functional as F
   classes, ch = 5, 16
-  module = retina.RetinaHead(num_classes=classes, num_anchors=9, channels=ch, num_convs=2)
+  module = retina.RetinaHead(classes, 9, ml_collections.ConfigDict(
+      dict(channels=ch, num_convs=2, prior_prob=0.01)))
   rng = np.random.default_rng(0)
   feats = [rng.normal(size=(2, 6, 5, ch)).astype(np.float32),
            rng.normal(size=(2, 3, 3, ch)).astype(np.float32)]
@@ -94,7 +96,8 @@ def test_head_runs_like_paddle_with_its_weights():
 
 
 def test_head_init_and_optimizer_rules():
-  module = retina.RetinaHead(num_classes=5, num_anchors=9, channels=16)
+  module = retina.RetinaHead(5, 9, ml_collections.ConfigDict(
+      dict(channels=16, num_convs=4, prior_prob=0.01)))
   feats = [jnp.ones((1, 4, 4, 8)), jnp.ones((1, 2, 2, 8))]
   params = module.init(jax.random.key(0), feats)['params']
   pred_b = params['retnet_cls_pred_fpn3']['bias']

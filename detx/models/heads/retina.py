@@ -16,7 +16,7 @@ The functions below take the head outputs of all levels:
 - `retina_detections`: sigmoid scores and retinanet_detection_output.
 """
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,26 +31,25 @@ _normal = nn.initializers.normal
 
 class RetinaHead(nn.Module):
   """Called on a list of NHWC maps (levels 3..7; the same weights for all), returns a
-  list of (logits [N, H, W, A * C], deltas [N, H, W, 4 A]) in float32."""
-  num_classes: int = 80  # foreground classes (sigmoid, no background logit)
-  num_anchors: int = 9
-  channels: int = 256
-  num_convs: int = 4
-  prior_prob: float = 0.01
+  list of (logits [N, H, W, A * C], deltas [N, H, W, 4 A]) in float32. `cfg`: the
+  `model.head` sub-config (num_convs, channels, prior_prob)."""
+  num_classes: int  # foreground classes (sigmoid, no background logit)
+  num_anchors: int
+  cfg: Any
   suffix: str = '_fpn3'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, feats: Sequence[jax.Array]):
-    s = self.suffix
+    s, c = self.suffix, self.cfg
     kw = dict(kernel_size=(3, 3), padding=((1, 1), (1, 1)), kernel_init=_normal(0.01),
               dtype=self.dtype)
     zeros = nn.initializers.zeros
     towers = {
-        kind: [Conv(self.channels, bias_init=zeros, name=f'retnet_{kind}_conv_n{i}{s}', **kw)
-               for i in range(self.num_convs)]
+        kind: [Conv(c.channels, bias_init=zeros, name=f'retnet_{kind}_conv_n{i}{s}', **kw)
+               for i in range(c.num_convs)]
         for kind in ('cls', 'bbox')}
-    prior = -math.log((1.0 - self.prior_prob) / self.prior_prob)
+    prior = -math.log((1.0 - c.prior_prob) / c.prior_prob)
     cls_pred = Conv(self.num_anchors * self.num_classes,
                        bias_init=nn.initializers.constant(prior), name=f'retnet_cls_pred{s}', **kw)
     box_pred = Conv(4 * self.num_anchors, bias_init=zeros, name=f'retnet_bbox_pred{s}', **kw)
