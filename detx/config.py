@@ -26,9 +26,11 @@ def default() -> ml_collections.ConfigDict:
                  anchor_scale=0.0)  # 0: detx.models.base.anchor_scale decides
   c.model.backbone = dict(
       name='resnet',
-      depth=50, variant='b', groups=1, group_width=64,  # resnet: b/vd, ResNeXt groups
-      norm='affine', freeze_norm=True, freeze_at=2,     # resnet: frozen parts
-      depths=(1, 2, 8, 8, 4), width=1.0)                # darknet: blocks per stage, width
+      depth=50, variant='b', groups=1, group_width=64,  # resnet, senet: b/vd, ResNeXt groups
+      norm='affine', freeze_norm=True, freeze_at=2,     # resnet, senet (mobilenet: norm*)
+      depths=(1, 2, 8, 8, 4), width=1.0,                # darknet: blocks per stage, width
+      scale=1.0, extra_blocks=False,                    # mobilenet: conv_group_scale, and
+      extra_filters=((256, 512), (128, 256), (128, 256), (64, 128)))  # SSD's extra blocks
   c.model.neck = dict(name='none', channels=256, min_level=2, max_level=6,
                       extra_convs=False)  # 'fpn' or 'none' (C4: res4 feeds the heads)
   c.data = dict(

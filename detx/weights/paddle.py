@@ -7,9 +7,11 @@ so a variable's Paddle name follows from the end of its path. A `Rule` is a rege
 end of the '/'-joined path inside one collection ('params' or 'batch_stats') plus a name
 template and a layout; the first matching rule of a list wins. Rule sets per family:
 
-  RESNET_RULES    ResNet/ResNeXt backbones and the ResNetC5 head (underscore style)
-                  <p>/conv/kernel -> <p>_weights; norm <bn>/scale|bias -> <bn>_scale|_offset,
-                  batch_stats <bn>/mean|var -> <bn>_mean|_variance (bn = bn* or *_bn)
+  RESNET_RULES    ResNet/ResNeXt/SENet/MobileNet backbones and the ResNetC5 head
+                  (underscore style) <p>/conv/kernel -> <p>_weights; norm <bn>/scale|bias
+                  -> <bn>_scale|_offset, batch_stats <bn>/mean|var -> <bn>_mean|_variance
+                  (bn = bn* or *_bn); SENet's SE fcs fc<n>_sqz|_exc/kernel|bias ->
+                  <p>_weights|_offset
   DARKNET_RULES   DarkNet and the YOLOv3 head (dot style)
                   <p>/conv/kernel|bias -> <p>.conv.weights|.bias;
                   <p>/bn/scale|bias|mean|var -> <p>.bn.scale|.offset|.mean|.var
@@ -133,8 +135,11 @@ def scoped(under: str, rules: Iterable[Rule]) -> tuple[Rule, ...]:
 
 
 _NORM = r'(?P<p>bn[^/]+|[^/]+_bn)'  # bn_conv1, bn2a_branch2a, bnv1_1, conv1_bn; not 'bn'
+_SE_FC = r'(?P<p>fc[^/]+_(?:sqz|exc))'  # SENet's squeeze-excitation fcs: fc4_1_sqz, fc7_3_exc
 RESNET_RULES = (
     Rule(r'(?P<p>[^/]+)/conv/kernel', '{p}_weights', layout=KERNEL),
+    Rule(_SE_FC + '/kernel', '{p}_weights'),
+    Rule(_SE_FC + '/bias', '{p}_offset'),
     Rule(_NORM + '/scale', '{p}_scale'),
     Rule(_NORM + '/bias', '{p}_offset'),
     Rule(_NORM + '/mean', '{p}_mean', 'batch_stats'),

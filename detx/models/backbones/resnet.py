@@ -23,7 +23,7 @@ Layout (ppdet/modeling/backbones/resnet.py, resnext.py, name_adapter.py):
 - ResNeXt (groups > 1): bottleneck width groups*group_width*2^(s-2), output 256*2^(s-2)
   (x101_vd_64x4d: 256/512/1024/2048 both).
 """
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -74,8 +74,8 @@ def max_pool_3x3_s2(x):
 class ConvNorm(nn.Module):
   """Conv (no bias, symmetric (k-1)//2 padding) + norm + optional ReLU; Paddle's _conv_norm.
 
-  Named by the conv's Paddle prefix; children `conv` and the norm named
-  `paddle_norm_name(self.name)`.
+  Named by the conv's Paddle prefix; children `conv` and the norm named `norm_name`
+  (default `paddle_norm_name(self.name)`; SENet and MobileNet: `<conv>_bn`).
   """
   features: int
   kernel: int = 1
@@ -85,15 +85,17 @@ class ConvNorm(nn.Module):
   norm: str = 'affine'
   freeze_norm: bool = True
   dtype: Dtype = jnp.float32
+  norm_name: str = ''
+  kernel_init: Callable = conv_init
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     p = (self.kernel - 1) // 2
     x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                 padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='conv')(x)
-    x = norm_layer(self.norm, self.freeze_norm, train, name=paddle_norm_name(self.name),
-                   dtype=self.dtype)(x)
+                kernel_init=self.kernel_init, dtype=self.dtype, name='conv')(x)
+    x = norm_layer(self.norm, self.freeze_norm, train,
+                   name=self.norm_name or paddle_norm_name(self.name), dtype=self.dtype)(x)
     return nn.relu(x) if self.relu else x
 
 
@@ -260,14 +262,16 @@ def stage_of(top_level_name: str) -> int:
 
 
 def trainable_mask(params, freeze_at: int = 2, freeze_norm: bool = True):
-  """Pytree of bools over a ResNet's params: False for what Paddle never updates
-  (stages <= freeze_at; norm scale/bias when freeze_norm). Use it to mask the optimizer
+  """Pytree of bools over a ResNet's (or SENet's) params: False for what Paddle never
+  updates (stages <= freeze_at; norm bn* / *_bn scale and bias when freeze_norm). Use it to mask the optimizer
   (weight decay included) so frozen parameters stay exactly as loaded."""
   def walk(tree, path):
     if not isinstance(tree, dict):
       if stage_of(path[0]) <= freeze_at:
         return False
-      is_norm = len(path) >= 2 and path[-2].startswith('bn') and path[-1] in ('scale', 'bias')
+      norm_name = path[-2] if len(path) >= 2 else ''
+      is_norm = (norm_name.startswith('bn') or norm_name.endswith('_bn')) and \
+          path[-1] in ('scale', 'bias')
       return not (freeze_norm and is_norm)
     return {k: walk(v, path + (k,)) for k, v in tree.items()}
   return walk(dict(params), ())
