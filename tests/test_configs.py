@@ -3,10 +3,10 @@ runs one optimizer step and one evaluation step on a tiny synthetic batch.
 
 Each config's real model is built and its parameters created abstractly
 (jax.eval_shape: every layer, with the real depth and names). The steps then run the same
-model with one block per ResNet stage (two in res4 for depth 101) and, for YOLOv3, a
-narrow DarkNet, at data.max_size 128 with small proposal / RoI / NMS counts, compiled
-with XLA's cheap CPU settings: compile time dominates at this size. Configs with equal
-models (the 1x / 2x pairs) share one compilation.
+model with one block per ResNet / SENet stage (two in res4 for depth 101) and, for
+YOLOv3, a narrow DarkNet or MobileNet and head, at data.max_size 128 with small proposal /
+RoI / NMS counts, compiled with XLA's cheap CPU settings: compile time dominates at this
+size. Configs with equal models (the 1x / 2x pairs) share one compilation.
 """
 import re
 from pathlib import Path
@@ -55,14 +55,15 @@ def _zoo_rows():
   return rows
 
 
-SHALLOW_BLOCKS = {50: (1, 1, 1, 1), 101: (1, 1, 2, 1)}
+SHALLOW_BLOCKS = {34: (1, 1, 1, 1), 50: (1, 1, 1, 1), 101: (1, 1, 2, 1), 152: (1, 1, 1, 1)}
 
 
 def _tiny(c):
   c.data.max_size = 128
   if c.model.name == 'yolov3':
     c.model.backbone.depths = (1, 1, 1, 1, 1)
-    c.model.backbone.width = 0.25
+    c.model.backbone.width = 0.25  # DarkNet and the YOLO head
+    c.model.backbone.scale = 0.25  # MobileNet
   if c.model.name in RCNN:
     c.model.rpn.update(train_pre_nms_top_n=256, train_post_nms_top_n=128,
                        train_collect_top_n=128, test_pre_nms_top_n=128,
@@ -204,22 +205,36 @@ def _check_real_params(c, module):
   params = jax.eval_shape(init)['params']
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   assert n > 0
-  if c.model.name not in RCNN_PIPELINE:
-    return
-  assert n > 30e6, n
   names = {'/'.join(str(getattr(k, 'key', k)) for k in path)
            for path, _ in jax.tree_util.tree_leaves_with_path(params)}
   joined = '\n'.join(names)
   b = c.model.backbone
+  # Paddle's name of each backbone's last layer (C4: res5 is the box head's)
+  last = {'resnet': lambda: 'res5c_branch2c/' if b.depth >= 50 else 'res5c_branch2b/',
+          'senet': lambda: f'fc7_{resnet.BLOCKS[b.depth][3]}_exc/',
+          'mobilenet': lambda: 'conv6_sep/',
+          'darknet': lambda: f'stage.{len(b.depths) - 1}.{b.depths[-1] - 1}.1/'}[b.name]()
+  assert last in joined, (b.name, last)
+  res5_in_backbone = c.model.neck.name == 'fpn' or c.model.name == 'yolov3'
+  assert ('backbone/res5/' in joined) == (b.name in ('resnet', 'senet') and res5_in_backbone)
+  if b.name in ('resnet', 'senet') and b.groups > 1:  # ResNeXt / SENet: 64 groups of 4
+    stage2 = params['backbone']['res2']
+    first = stage2['res2a']['res2a_branch2b'] if b.name == 'resnet' else stage2['4_1']['conv4_1_x2']
+    assert first['conv']['kernel'].shape == (3, 3, b.group_width, b.groups * b.group_width)
+  if c.model.name not in RCNN_PIPELINE:
+    return
+  assert n > 30e6, n
+  fpn = c.model.name in RCNN and c.model.neck.name == 'fpn'  # R-CNN FPN (not C4)
   assert ('conv1_1/' in joined) == (b.variant == 'd')
   assert ('res4b22_branch2c' in joined) == (b.depth == 101)
-  assert ('rpn_cls_logits_fpn2' in joined) == c.model.get('fpn', False)
+  assert ('rpn_cls_logits_fpn2' in joined) == fpn
   assert ('retnet_cls_pred_fpn3' in joined) == (c.model.name == 'retinanet')
   assert ('fpn_7/' in joined) == (c.model.name == 'retinanet')
-  assert ('res5a_branch2a' in joined)  # backbone res5 (FPN) or the C4 box head
+  assert ('res5a_branch2a' in joined) == (b.name == 'resnet' or not fpn)  # or C4's head
+  assert ('conv6_36_x3_bn' in joined) == (b.name == 'senet' and b.depth == 152)
   assert ('mask_fcn_logits' in joined) == (c.model.name == 'mask_rcnn')
-  assert ('mask_inter_feat_4' in joined) == (c.model.name == 'mask_rcnn' and c.model.get('fpn'))
-  assert ('fc6_3' in joined) == (c.model.name == 'cascade_rcnn')
+  assert ('mask_inter_feat_4' in joined) == (c.model.name == 'mask_rcnn' and fpn)
+  assert ('fc6_3/' in joined) == (c.model.name == 'cascade_rcnn')  # not SE's fc6_3_sqz
 
 
 def _check_rcnn_schedule(c):

@@ -36,6 +36,7 @@ _OPTIM = dict(
 
 _RESNET = dict(
     _OPTIM,
+    backbone='ResNet',           # yml <architecture>.backbone
     depth=50, variant='b',       # yml ResNet.depth; ResNet.variant default 'b' (resnet.py)
     norm='affine_channel',       # yml ResNet.norm_type
     freeze_norm=True,            # ResNet.freeze_norm default (backbones/resnet.py)
@@ -117,11 +118,9 @@ _RETINA = dict(
     loss_group_images=2,               # yml FasterRCNNTrainFeed.batch_size (fg count per GPU)
     eval_pad_stride=128, train_pad_stride=128)  # yml Train/EvalFeed PadBatch.pad_to_stride
 
-_YOLO = dict(
+_YOLO_HEAD = dict(
     _OPTIM,
     weight_decay=5e-4,                 # yml regularizer L2 factor
-    norm='sync_bn',                    # yml DarkNet.norm_type
-    darknet_depths=(1, 2, 8, 8, 4),    # darknet.py depth_cfg[53] (yml DarkNet.depth 53)
     anchors=((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
              (116, 90), (156, 198), (373, 326)),          # yml YOLOv3Head.anchors
     anchor_masks=((6, 7, 8), (3, 4, 5), (0, 1, 2)),       # yml YOLOv3Head.anchor_masks
@@ -133,6 +132,35 @@ _YOLO = dict(
     test_size=608,                     # YoloEvalFeed ResizeImage(target_size=608)
     mixup_epochs=250,                  # YoloTrainFeed.mixup_epoch
     max_boxes=50)                      # YoloTrainFeed.num_max_boxes
+_YOLO = dict(
+    _YOLO_HEAD,
+    backbone='DarkNet',                # yml YOLOv3.backbone
+    norm='sync_bn',                    # yml DarkNet.norm_type
+    darknet_depths=(1, 2, 8, 8, 4))    # darknet.py depth_cfg[53] (yml DarkNet.depth 53)
+_YOLO_MOBILENET = dict(
+    _YOLO_HEAD,
+    backbone='MobileNet',              # yml YOLOv3.backbone (yolov3_mobilenet_v1.yml)
+    norm='sync_bn',                    # yml MobileNet.norm_type
+    norm_decay=0.0,                    # yml MobileNet.norm_decay
+    conv_group_scale=1,                # yml MobileNet.conv_group_scale
+    with_extra_blocks=False,           # yml MobileNet.with_extra_blocks
+    conv_learning_rate=1.0,            # MobileNet.conv_learning_rate default (mobilenet.py)
+    freeze_norm=False)                 # mobilenet.py: batch_norm, never use_global_stats
+_YOLO_R34 = dict(
+    _YOLO_HEAD,
+    backbone='ResNet',                 # yml YOLOv3.backbone (yolov3_r34.yml)
+    depth=34, variant='b',             # yml ResNet.depth; ResNet.variant default 'b'
+    norm='sync_bn',                    # yml ResNet.norm_type
+    norm_decay=0.0,                    # yml ResNet.norm_decay
+    freeze_at=0, freeze_norm=False)    # yml ResNet.freeze_at / freeze_norm
+_X101_VD = dict(
+    backbone='ResNeXt',                # yml <architecture>.backbone
+    depth=101, variant='d',            # yml ResNeXt.depth / variant
+    groups=64, group_width=4)          # yml ResNeXt.groups / group_width
+_SE154_VD = dict(
+    backbone='SENet',                  # yml <architecture>.backbone
+    depth=152, variant='d',            # yml SENet.depth / variant
+    groups=64, group_width=4)          # yml SENet.groups / group_width
 
 _CASCADE = dict(
     roi_fg_thresh=(0.5, 0.6, 0.7),     # yml CascadeBBoxAssigner.fg_thresh
@@ -147,6 +175,10 @@ _1X_B8 = _sched(0.01, 8, 180000, (120000, 160000))
 _2X_B8 = _sched(0.01, 8, 360000, (240000, 320000))
 _1X_B16 = _sched(0.02, 16, 90000, (60000, 80000))
 _2X_B16 = _sched(0.02, 16, 180000, (120000, 160000))
+# yml LinearWarmup steps 1000, start_factor 0.1 (the x101 / se154 ymls)
+_W1000 = dict(warmup_steps=1000, warmup_factor=0.1)
+_270E = _sched(0.001, 64, 500200, (400000, 450000), warmup_steps=4000, warmup_factor=0.0)
+_S1X_B8 = _sched(0.01, 8, 260000, (200000, 240000), **_W1000)  # se154 ymls: max_iters 260000
 
 ZOO = {
     'faster_rcnn_r50_1x': dict(_C4, **_1X_B8),
@@ -175,8 +207,17 @@ ZOO = {
     'retinanet_r50_fpn_1x': dict(_RETINA, **_sched(0.01, 16, 90000, (60000, 80000))),
     'retinanet_r101_fpn_1x': dict(_RETINA, **_sched(0.01, 16, 90000, (60000, 80000)),
                                   depth=101),
-    'yolov3_darknet': dict(_YOLO, **_sched(0.001, 64, 500200, (400000, 450000),
-                                           warmup_steps=4000, warmup_factor=0.0)),
+    'yolov3_darknet': dict(_YOLO, **_270E),
+    'yolov3_mobilenet_v1': dict(_YOLO_MOBILENET, **_270E),
+    'yolov3_r34': dict(_YOLO_R34, **_270E),
+    'faster_rcnn_x101_vd_64x4d_fpn_1x': _fpn(1, **dict(_1X_B8, **_W1000), **_X101_VD),
+    'faster_rcnn_x101_vd_64x4d_fpn_2x': _fpn(1, **dict(_2X_B8, **_W1000), **_X101_VD),
+    'mask_rcnn_x101_vd_64x4d_fpn_1x': _fpn(1, **_MASK_FPN, **dict(_1X_B8, **_W1000),
+                                           **_X101_VD),
+    'mask_rcnn_x101_vd_64x4d_fpn_2x': _fpn(1, **_MASK_FPN, **dict(_2X_B8, **_W1000),
+                                           **_X101_VD),
+    'faster_rcnn_se154_vd_fpn_s1x': _fpn(1, **_S1X_B8, **_SE154_VD),
+    'mask_rcnn_se154_vd_fpn_s1x': _fpn(1, **_MASK_FPN, **_S1X_B8, **_SE154_VD),
 }
 
 _C4_ROWS = ('faster_rcnn_r50_1x', 'faster_rcnn_r50_2x', 'mask_rcnn_r50_1x', 'mask_rcnn_r50_2x',
@@ -198,6 +239,11 @@ KNOWN_DIFFERENCES = {
 NOT_IN_CONFIG = {
     ('yolov3_darknet', 'norm'): 'detx.models.layers ConvBN: trainable BatchNorm with '
                                 'statistics over the whole jitted batch (= sync_bn)',
+    **{(r, 'norm_decay'): 'detx.optim.kernel_decay_mask: L2 on conv / fc kernels only, '
+                          'never on norm scales and offsets (norm_decay 0)'
+       for r in ('yolov3_mobilenet_v1', 'yolov3_r34')},
+    ('yolov3_mobilenet_v1', 'conv_learning_rate'): 'no backbone conv lr multiplier: every '
+                                                   'conv at 1.0, the default this yml keeps',
 }
 
 
@@ -216,9 +262,12 @@ _SCHEDULE = dict(base_lr='optim.base_lr', warmup_factor='optim.schedule.warmup_f
                  lr_gamma='optim.schedule.gamma', max_iters='train.steps',
                  batch='train.batch_size', momentum='optim.momentum',
                  weight_decay='optim.weight_decay')
-_RESNET_PATHS = dict(
+_BACKBONE_PATHS = dict(  # ResNet / ResNeXt / SENet (and MobileNet's freeze_norm)
     depth='model.backbone.depth', variant='model.backbone.variant',
-    freeze_norm='model.backbone.freeze_norm', freeze_at='model.backbone.freeze_at',
+    groups='model.backbone.groups', group_width='model.backbone.group_width',
+    freeze_norm='model.backbone.freeze_norm', freeze_at='model.backbone.freeze_at')
+_RESNET_PATHS = dict(
+    _BACKBONE_PATHS,
     train_short_side='data.short_side', train_long_side='data.long_side',
     test_short_side='data.short_side', test_long_side='data.long_side')  # one key each
 _RCNN_PATHS = dict(
@@ -266,14 +315,23 @@ _RETINA_PATHS = dict(
     nms_top_k='model.nms.pre_nms_top_n', nms_keep_top_k='model.nms.keep_top_k',
     eval_pad_stride='model.eval_pad_stride', train_pad_stride='data.pad_multiple')
 _YOLO_PATHS = dict(
+    _BACKBONE_PATHS,
     darknet_depths='model.backbone.depths', anchors='model.anchors',
     anchor_masks='model.anchor_masks',
     ignore_thresh='model.ignore_thresh', label_smooth='model.label_smooth',
     nms_score_threshold='model.nms.score_threshold', nms_threshold='model.nms.nms_threshold',
     nms_top_k='model.nms.nms_top_k', nms_keep_top_k='model.nms.keep_top_k',
     conf_thresh='model.conf_thresh', train_sizes='data.train_sizes', test_size='eval.size',
-    mixup_epochs='data.mixup_epochs', max_boxes='data.max_boxes')
+    mixup_epochs='data.mixup_epochs', max_boxes='data.max_boxes',
+    conv_group_scale='model.backbone.scale', with_extra_blocks='model.backbone.extra_blocks')
 _NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
+
+
+def _paddle_backbone(b):
+  """The Paddle backbone class a detx model.backbone builds."""
+  if b.name == 'resnet':
+    return 'ResNeXt' if b.groups > 1 else 'ResNet'
+  return {'senet': 'SENet', 'darknet': 'DarkNet', 'mobilenet': 'MobileNet'}[b.name]
 
 
 def _levels(m):
@@ -289,8 +347,10 @@ def read(config, fact):
   if fact in ('warmup_steps', 'milestones'):  # what detx runs at train.steps
     warmup, milestones = schedules.resolve(config.optim.schedule, config.train.steps)
     return warmup if fact == 'warmup_steps' else milestones
-  if fact == 'norm' and m.name != 'yolov3':
+  if fact == 'norm' and m.backbone.name != 'darknet':  # DarkNet: ConvBN (NOT_IN_CONFIG)
     return _NORMS.get(m.backbone.norm, m.backbone.norm)
+  if fact == 'backbone':
+    return _paddle_backbone(m.backbone)
   if fact == 'anchor_strides' and m.name != 'yolov3':
     return tuple(2 ** level for level in _levels(m))
   if rcnn and fact == 'anchor_sizes':  # FPN: anchor sizes[0] on the first level, x2 per level

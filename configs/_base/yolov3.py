@@ -3,7 +3,9 @@ settings at the zoo's commit (configs/yolov3_darknet.yml). Zoo rows derive from 
 
 Batch 64 (8 GPUs x 8 images), lr 0.001, 500.2k iterations, x0.1 at 400k and 450k, warmup
 4000 from 0, L2 5e-4, momentum 0.9; multi-scale training 320..608 (step 32), mixup for
-the first 250 epochs, label smoothing; test at 608.
+the first 250 epochs, label smoothing; test at 608. Every YOLOv3 yml trains its whole
+backbone with (sync) BatchNorm: norm 'sync_bn', freeze_norm False, freeze_at 0 (DarkNet
+ignores these keys; yolov3_r34.yml states them, MobileNet has no freezing).
 """
 from detx import config as base
 
@@ -17,7 +19,8 @@ def get_config():
   m.name = 'yolov3'
   m.num_classes = 80
   # The YOLO head is scaled with the backbone's width (the quickstart's narrow model).
-  m.backbone.update(name='darknet', depths=(1, 2, 8, 8, 4), width=1.0)
+  m.backbone.update(name='darknet', depths=(1, 2, 8, 8, 4), width=1.0, norm='sync_bn',
+                    freeze_norm=False, freeze_at=0)
   m.anchors = COCO_ANCHORS  # (w, h) in input pixels at 608
   m.anchor_masks = ((6, 7, 8), (3, 4, 5), (0, 1, 2))  # stride 32 gets the largest
   m.ignore_thresh = 0.7

@@ -1,0 +1,14 @@
+r"""Mask R-CNN ResNeXt101-vd 64x4d-FPN, 1x (zoo row `mask_rcnn_x101_vd_64x4d_fpn_1x`).
+Expected (PaddleDetection, ImageNet-pretrained backbone): box AP 42.9, mask AP 37.9.
+
+  python -m detx.main --config=configs/mask_rcnn_x101_vd_64x4d_fpn_1x.py --workdir=/tmp/mask_rcnn_x101_vd_64x4d_fpn_1x \
+      --config.data.dir=/path/to/coco
+"""
+from detx import config as base
+
+
+def get_config():
+  c = base.load('_base/mask_rcnn', 'fpn')
+  c.model.backbone.update(depth=101, variant='d', groups=64, group_width=4)
+  base.set_schedule(c, '1x_b8', ref_warmup=1000, warmup_factor=0.1)
+  return c
