@@ -21,6 +21,7 @@ from detx import schedules
 from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.train import make_optimizer
+from detx.weights import paddle as pw
 
 CONFIGS = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py'))
 ZOO_MD = Path(__file__).parents[1].parent / 'shared/reference/ZOO.md'
@@ -173,8 +174,8 @@ def test_config(name):
     _check_rcnn_schedule(c)
   if c.model.name == 'retinanet':
     _check_retinanet_schedule(c)
-  module, _ = build_model(c)
-  _check_real_params(c, module)
+  module, rules = build_model(c)
+  _check_real_params(c, module, rules.paddle)
 
   c = _tiny(c)
   with pytest.MonkeyPatch.context() as mp:
@@ -195,14 +196,19 @@ def test_config(name):
     _check_frozen(c, variables['params'], new_vars['params'])
 
 
-def _check_real_params(c, module):
-  """Abstract init of the full model: its size and Paddle's layer names."""
+def _check_real_params(c, module, paddle_rules):
+  """Abstract init of the full model: its size and Paddle's layer names, every variable
+  named by the family's Paddle rules."""
   batch = _rcnn_batch(c) if c.model.name in RCNN_PIPELINE else _yolo_batch(c)
   if c.model.name in RCNN_PIPELINE:
     init = lambda: module.init(jax.random.key(0), batch['image'], method=type(module).init_params)
   else:
     init = lambda: module.init(jax.random.key(0), batch, train=False)
-  params = jax.eval_shape(init)['params']
+  variables = jax.eval_shape(init)
+  mapping, unmapped = pw.paddle_names(variables, paddle_rules)
+  assert not unmapped, unmapped[:5]
+  paddle_names = {name for name, _ in mapping.values()}
+  params = variables['params']
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   assert n > 0
   names = {'/'.join(str(getattr(k, 'key', k)) for k in path)
@@ -215,6 +221,9 @@ def _check_real_params(c, module):
           'mobilenet': lambda: 'conv6_sep/',
           'darknet': lambda: f'stage.{len(b.depths) - 1}.{b.depths[-1] - 1}.1/'}[b.name]()
   assert last in joined, (b.name, last)
+  first = {'senet': 'fc4_1_sqz_offset', 'mobilenet': 'conv2_1_dw_bn_scale',
+           'darknet': 'yolo_input.conv.weights'}.get(b.name, 'res2a_branch2a_weights')
+  assert first in paddle_names, first
   res5_in_backbone = c.model.neck.name == 'fpn' or c.model.name == 'yolov3'
   assert ('backbone/res5/' in joined) == (b.name in ('resnet', 'senet') and res5_in_backbone)
   if b.name in ('resnet', 'senet') and b.groups > 1:  # ResNeXt / SENet: 64 groups of 4
