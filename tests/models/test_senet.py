@@ -167,6 +167,16 @@ def test_vd_shortcut_and_strides(monkeypatch):
   assert seen['conv7_1_prj'] == ((2, 2), (2, 2, 2048))
 
 
+def test_remat_keeps_names_and_gradients_flow(monkeypatch):
+  monkeypatch.setitem(resnet.BLOCKS, 152, (1, 1, 1, 1))
+  x = jnp.zeros((1, 33, 35, 3))
+  plain, remat = SENet(freeze_at=0), SENet(freeze_at=0, remat=True)
+  variables = _shapes(plain, x)
+  assert jax.tree.structure(_shapes(remat, x)) == jax.tree.structure(variables)
+  grads = jax.eval_shape(jax.grad(lambda v: remat.apply(v, x)[5].sum()), variables)
+  assert jax.tree.structure(grads) == jax.tree.structure(variables)
+
+
 def test_trainable_mask_and_freezing():
   params = _shapes(SENet(depth=152, variant='d'))['params']
   mask = resnet.trainable_mask(params, freeze_at=2, freeze_norm=True)
