@@ -9,11 +9,12 @@ For each model: train-step and inference img/s, compile seconds, peak RSS, and
 achieved GFLOP/s (XLA's cost analysis of the compiled program / time) as a
 fraction of a float32 matmul's GFLOP/s measured in the same run.
 
-YOLO rows use the zoo's square sizes (PLANS). R-CNN rows (data.pipeline 'rcnn',
-any such config name, RetinaNet included) use a synthetic batch of one image
-resized to 800x1333 and padded to the first bucket of loader.bucket_shapes
-(800x1344; RetinaNet 896x1408); --sizes=N sets data.max_size=N for them
-(smaller buckets).
+YOLO rows use the zoo's square sizes (PLANS). R-CNN rows (the 'rcnn' input
+pipeline: any such config name, RetinaNet included) use a synthetic batch of
+one random image put through the pipeline's eval transform: resized to
+800x1333 and padded to the first bucket of RcnnPipeline.buckets (800x1344;
+RetinaNet 896x1408); --sizes=N sets data.max_size=N for them (smaller
+buckets).
 
 --compare=torchvision runs torchvision's counterpart of each model (random
 weights, frozen BN and trainable stages as the detx config: `fasterrcnn_resnet50_fpn`,
@@ -53,9 +54,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detx import config as cfg  # noqa: E402
-from detx import sharding, train  # noqa: E402
-from detx.data import loader, transforms  # noqa: E402
-from detx.models import build_model  # noqa: E402
+from detx import evaluation, sharding, train  # noqa: E402
+from detx.data import loader, pipelines as input_pipelines  # noqa: E402
+from detx.models.base import build_model  # noqa: E402
 
 # model: (train sizes, inference sizes, train batch, inference batch)
 PLANS = {
@@ -134,7 +135,7 @@ def _compile(jitted, *args):
 
 
 def parse_overrides(items) -> dict:
-  """['model.width=0.125', ...] -> {'model.width': 0.125}; values are Python
+  """['model.backbone.width=0.125', ...] -> {'model.backbone.width': 0.125}; values are Python
   literals where they parse, strings otherwise."""
   out = {}
   for item in items or ():
@@ -163,7 +164,7 @@ def load_config(name: str, overrides: dict):
 
 
 def is_rcnn(config) -> bool:
-  return loader.pipeline(config) == 'rcnn'
+  return isinstance(input_pipelines.for_config(config), input_pipelines.RcnnPipeline)
 
 
 def _yolo_batch(config, size, n, rng):
@@ -184,44 +185,31 @@ _batch = _yolo_batch  # the name earlier versions used
 
 
 def rcnn_batch(config, n: int, rng, num_boxes: int = 10) -> dict:
-  """A synthetic R-CNN train/eval batch of the loader's contract
-  (transforms.rcnn_padding_example's keys and dtypes): n images of
-  RCNN_ORIG_HW resized as data.short_side/long_side (/max_size) say and
-  zero-padded into the first train bucket, `num_boxes` real GT boxes each
-  (with box-filling masks under data.with_masks)."""
-  settings = loader.rcnn_settings(config)
-  pad = loader.bucket_shapes(config, 'train')[0]
+  """A synthetic R-CNN train/eval batch of the pipeline's contract: n random
+  RCNN_ORIG_HW images through its eval transform (resized as
+  data.short_side/long_side (/max_size) say, zero-padded into the smallest
+  bucket), with `num_boxes` random GT boxes each (box-filling GT masks for
+  mask models)."""
+  pipeline = input_pipelines.for_config(config)
   oh, ow = RCNN_ORIG_HW
-  h, w = transforms.rcnn_resized_shape(oh, ow, settings['short_side'], settings['long_side'])
-  if h > pad[0] or w > pad[1]:
-    raise ValueError(f'resized {h}x{w} does not fit the first bucket {pad}')
-  scale = transforms.rcnn_scale(oh, ow, settings['short_side'], settings['long_side'])
-  g = settings['max_boxes']
-  k = min(num_boxes, g)
-  elems = []
-  for _ in range(n):
-    e = transforms.rcnn_padding_example(pad, g, settings['with_masks'], settings['mask_size'])
-    e['image'][:h, :w] = rng.standard_normal((h, w, 3)).astype(np.float32)
-    e['image_hw'] = np.array([h, w], np.int32)
-    e['scale'] = np.float32(scale)
+  batch = pipeline.eval_batch([rng.integers(0, 256, (oh, ow, 3), np.uint8) for _ in range(n)])
+  h, w = (int(v) for v in batch['image_hw'][0])
+  k = min(num_boxes, pipeline.max_boxes)
+  for i in range(n):
     xy = rng.uniform(0, 0.6, (k, 2)) * (w, h)
     wh = rng.uniform(0.05, 0.4, (k, 2)) * (w, h)
-    e['boxes'][:k] = np.concatenate([xy, np.minimum(xy + wh, (w - 1, h - 1))], -1)
-    e['classes'][:k] = rng.integers(0, config.model.num_classes, k)
-    e['box_mask'][:k] = True
-    if settings['with_masks']:
-      e['gt_masks'][:k] = 1
-    e['orig_size'] = np.array([oh, ow], np.int32)
-    e['image_id'] = np.int64(0)
-    e['valid'] = np.bool_(True)
-    elems.append(e)
-  return {key: np.stack([np.asarray(e[key]) for e in elems]) for key in elems[0]}
+    batch['boxes'][i, :k] = np.concatenate([xy, np.minimum(xy + wh, (w - 1, h - 1))], -1)
+    batch['classes'][i, :k] = rng.integers(0, config.model.num_classes, k)
+    batch['box_mask'][i, :k] = True
+    if 'gt_masks' in batch:
+      batch['gt_masks'][i, :k] = 1
+  return batch
 
 
 def plan(name, config, sizes_override=(), rcnn_batch_size=RCNN_BATCH):
   """[(mode, size label, batch size, make_batch(rng))] of a model."""
   if is_rcnn(config):
-    pad = loader.bucket_shapes(config, 'train')[0]
+    pad = input_pipelines.for_config(config).train_shapes()[0]
     label = f'{pad[0]}x{pad[1]}'
     make = lambda rng: rcnn_batch(config, rcnn_batch_size, rng)
     return [('train', label, rcnn_batch_size, make), ('infer', label, rcnn_batch_size, make)]
@@ -258,7 +246,7 @@ def torchvision_peer(config) -> str | None:
   backbone = m.get('backbone', None) or {}
   depth = backbone.get('depth', None) if hasattr(backbone, 'get') else None
   variant = backbone.get('variant', 'b') if hasattr(backbone, 'get') else 'b'
-  fpn = bool(m.get('fpn', False))
+  fpn = (m.get('neck', None) or {}).get('name', '') == 'fpn'
   if m.name in ('faster_rcnn', 'mask_rcnn', 'retinanet') and depth == 50 and variant == 'b':
     if m.name == 'retinanet':
       return 'retinanet_resnet50_fpn'
@@ -286,8 +274,8 @@ class TorchvisionPeer:
     self.device = torch.device('cuda' if platform == 'gpu' and torch.cuda.is_available() else 'cpu')
     kwargs = dict(weights=None, weights_backbone=None, num_classes=config.model.num_classes + 1)
     if is_rcnn(config):
-      s = loader.rcnn_settings(config)
-      kwargs.update(min_size=s['short_side'], max_size=s['long_side'])
+      pipeline = input_pipelines.for_config(config)
+      kwargs.update(min_size=pipeline.short_side, max_size=pipeline.long_side)
     model = getattr(detection, builder)(**kwargs)
     backbone = config.model.get('backbone', None) or {}
     if backbone.get('freeze_norm', False):
@@ -378,7 +366,7 @@ def bench_model(name, peak, repeats, sizes_override=(), *, overrides=None, compa
   tx, lr_fn = train.make_optimizer(config, rules)
   state = train.init_state(config, module, tx, mesh)
   train_step = train.make_train_step(module, tx, lr_fn, mesh)
-  eval_step = train.make_eval_step(module, mesh)
+  eval_step = evaluation.make_eval_step(module, mesh)
   rng = np.random.default_rng(0)
   threads = threads or cpu_threads()
   peer_name, peer_note = None, ''
@@ -499,7 +487,8 @@ def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 
     dataset = loader.build(config, config.data.train_split)  # prepared once, not timed
     for nw in workers:
       config.data.num_workers = nw
-      it = loader.train_iterator(config, dataset)
+      pipeline = input_pipelines.for_config(config)
+      it = pipeline.train_iterator(dataset)
       try:
         t_start = time.perf_counter()
         next(it)
@@ -513,9 +502,9 @@ def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 
         if close is not None:
           close()
       if is_rcnn(config):
-        shape = ' or '.join(f'{h}x{w}' for h, w in loader.bucket_shapes(config, 'train'))
+        shape = ' or '.join(f'{h}x{w}' for h, w in pipeline.train_shapes())
       else:
-        sizes = loader.train_sizes(config)
+        sizes = [h for h, _ in pipeline.train_shapes()]
         shape = f'{min(sizes)}-{max(sizes)}' if len(sizes) > 1 else str(sizes[0])
       row = dict(model=name, mode=f'loader:{label}', size=shape, batch=bs, num_workers=nw,
                  detx_img_s=batches * bs / sec, first_batch_s=first, peer=None,
@@ -560,7 +549,7 @@ def parse_args(argv=None):
   p.add_argument('--loader_batch_size', type=int, default=8,
                  help="--loader: batch size (0: the config's train.batch_size)")
   p.add_argument('--override', action='append', default=[],
-                 help='config override KEY=VALUE (repeatable), e.g. model.width=0.125')
+                 help='config override KEY=VALUE (repeatable), e.g. model.backbone.width=0.125')
   p.add_argument('--_warm_cache_dir', default='', help=argparse.SUPPRESS)
   # Tests: keep the persistent cache the environment configures (compile s is then not cold).
   p.add_argument('--_env_cache', action='store_true', help=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'experiments' / 'benchmark.py'
-TINY_YOLO = ['--override=model.depths=(1,1,1,1,1)', '--override=model.width=0.125',
+TINY_YOLO = ['--override=model.backbone.depths=(1,1,1,1,1)', '--override=model.backbone.width=0.125',
              '--override=data.max_boxes=8']
 FIELDS = {'model', 'mode', 'size', 'detx_img_s', 'peer', 'peer_img_s', 'speedup', 'gflops_per_s',
           'peak_fraction', 'compile_s', 'peak_rss_mb'}
@@ -90,15 +90,14 @@ def test_markdown_fills_the_peer_columns():
     ('retinanet_r50_fpn_1x', (896, 1408), '256x256'),  # padded to multiples of 128
 ])
 def test_rcnn_batch_matches_the_data_contract(name, pad, small):
-  from detx.data import loader, transforms
-  from detx.models import build_model
+  from detx.data import pipelines
+  from detx.models.base import build_model
   config = bench.load_config(name, {})
   assert bench.is_rcnn(config)
   batch = bench.rcnn_batch(config, 1, np.random.default_rng(0))
-  settings = loader.rcnn_settings(config)
-  assert tuple(loader.bucket_shapes(config, 'train')[0]) == pad
-  ref = transforms.rcnn_padding_example(pad, settings['max_boxes'], settings['with_masks'],
-                                        settings['mask_size'])
+  pipeline = pipelines.for_config(config)
+  assert tuple(pipeline.buckets('train')[0]) == pad
+  ref = pipeline.padding_example(pad)
   assert set(batch) == set(ref)
   for k, v in ref.items():
     assert batch[k].shape == (1,) + np.shape(v) and batch[k].dtype == np.asarray(v).dtype, k
@@ -110,7 +109,7 @@ def test_rcnn_batch_matches_the_data_contract(name, pad, small):
   assert real.sum() == 10
   boxes = batch['boxes'][0][real]
   assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes[:, 2] < 1333).all() and (boxes[:, 3] < 800).all()
-  if settings['with_masks']:
+  if pipeline.with_masks:
     assert batch['gt_masks'][0][real].all() and not batch['gt_masks'][0][~real].any()
   labels = [(m, s, b) for m, s, b, _ in bench.plan(name, config)]
   label = f'{pad[0]}x{pad[1]}'
@@ -138,10 +137,10 @@ def test_torchvision_status_without_it(no_torchvision):
 
 
 def test_overrides_parse_literals():
-  assert bench.parse_overrides(['model.depths=(1,1)', 'model.dtype=bfloat16', 'a.b=0.5']) == {
-      'model.depths': (1, 1), 'model.dtype': 'bfloat16', 'a.b': 0.5}
+  assert bench.parse_overrides(['model.backbone.depths=(1,1)', 'model.dtype=bfloat16', 'a.b=0.5']) == {
+      'model.backbone.depths': (1, 1), 'model.dtype': 'bfloat16', 'a.b': 0.5}
   with pytest.raises(ValueError):
-    bench.parse_overrides(['model.width'])
+    bench.parse_overrides(['model.backbone.width'])
 
 
 def test_loader_mode_on_a_tiny_dataset(shapes_dir, tmp_cache):
