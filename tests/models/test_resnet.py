@@ -245,11 +245,13 @@ def test_remat_gives_the_same_features_and_gradients(monkeypatch, norm):
 @pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'retinanet_r50_fpn_1x'])
 def test_detectors_pass_remat_to_their_backbone(name):
   from detx import config as cfg
-  from detx.models import build_model
+  from detx.models.base import build_model
   c = cfg.load(name)
   c.model.remat = True
   module, _ = build_model(c)
-  assert module.remat
+  assert module.cfg.remat
+  from detx.models import backbones
+  assert backbones.build(c.model.backbone, (3, 4, 5), remat=module.cfg.remat).remat
   params = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)),
                                               method=type(module).init_params))['params']
   assert 'res3' in params['backbone']  # the remat-wrapped stages keep their names
