@@ -95,7 +95,7 @@ def test_faster_rcnn_r50_c4_overfits_8_coco_images(phase1, tmp_path):
   proposal at test: an 800-step run read AP50 0.66 with 1000 test proposals and 0.92
   with 128 on the same weights."""
   from detx import checkpoint
-  from detx.models import build_model
+  from detx.models.base import build_model
   from detx.weights import paddle as pw
   data, root = phase1
   fpn = _config('faster_rcnn_r50_fpn_1x', data, root / 'tfds', 1)
