@@ -40,8 +40,10 @@ def lr_multipliers(backbone_trainable: Callable, bias_mult: float = 1.0,
   - under `backbone`: 1, or 0 where `backbone_trainable(backbone_params)` is False
     (frozen stages and norms);
   - elsewhere: `bias_mult` for biases (Detectron's 2), 0 for frozen norms' scale and
-    offset (`freeze_norm`: also the C4 box head's res5), times the multiplier of the
-    top-level module (`stage_mult`, e.g. Cascade's {'bbox_head_2': 2})."""
+    offset (`freeze_norm`: also the C4 box head's res5);
+  - under a top-level module named in `stage_mult`: its multiplier for weights and
+    biases alike, in place of `bias_mult` (Paddle's `wb_scalar`, e.g. Cascade's
+    {'bbox_head_2': 2}: fc6_2_w and fc6_2_b both at lr x2)."""
   stage_mult = dict(stage_mult or {})
 
   def fn(params):
@@ -50,7 +52,9 @@ def lr_multipliers(backbone_trainable: Callable, bias_mult: float = 1.0,
       if freeze_norm and len(names) >= 2 and names[-2].startswith('bn') and \
           names[-1] in ('scale', 'bias'):
         return 0.0
-      return stage_mult.get(names[0], 1.0) * (bias_mult if names[-1] == 'bias' else 1.0)
+      if names[0] in stage_mult:
+        return stage_mult[names[0]]
+      return bias_mult if names[-1] == 'bias' else 1.0
 
     out = dict(jax.tree_util.tree_map_with_path(rule, params))
     if 'backbone' in params:

@@ -76,7 +76,14 @@ class CascadeRCNN(RCNN):
 
 
 def param_rules(config, module: CascadeRCNN):
-  """The R-CNN rules with each stage's lr at 1 / its loss weight (Paddle's cascade heads)."""
+  """The R-CNN rules with each stage's lr at 1 / its loss weight, weights and biases alike
+  (no Detectron x2 on the stage biases). PaddleDetection 597145c:
+  architectures/cascade_rcnn.py:133 passes `wb_scalar=1.0 / self.cascade_rcnn_loss_weight[i]`
+  (loss weights [1.0, 0.5, 0.25], :71) to CascadeBBoxHead.get_output, which sets
+  `learning_rate=wb_scalar` on cls_score / bbox_pred weights and biases
+  (roi_heads/cascade_head.py:77-93) and on FC6FC7Head's fc6 / fc7 weights and biases
+  (:280-295). The `learning_rate=2.0` biases of `_head_share` (:228-253) belong to the
+  eval program only, which never runs the optimizer."""
   names = ('bbox_head', 'bbox_head_2', 'bbox_head_3')
   return rcnn.param_rules(config, module, {n: 1.0 / w for n, w in
                                            zip(names, config.model.cascade.loss_weights)})

@@ -271,7 +271,8 @@ def paddle_rules(module: RCNN):
 
 def param_rules(config, module: RCNN, stage_mult: dict | None = None) -> optim.ParamRules:
   """Detectron's rules as Paddle set them: L2 on kernels, biases outside the backbone at
-  lr x2, frozen backbone stages and norms at 0 (`stage_mult`: Cascade's per-stage lr)."""
+  lr x2, frozen backbone stages and norms at 0 (`stage_mult`: Cascade's per-stage lr, for
+  the stage's weights and biases alike)."""
   b = config.model.backbone
   return optim.ParamRules(
       optim.kernel_decay_mask,

@@ -104,8 +104,6 @@ def test_param_rules():
   assert lr['rpn']['conv_rpn_fpn2']['kernel'] == 1.0 and lr['rpn']['conv_rpn_fpn2']['bias'] == 2.0
   assert lr['neck']['fpn_res2_sum']['bias'] == 2.0
   assert lr['bbox_head']['fc6']['kernel'] == 1.0
-  assert lr['bbox_head_2']['fc6_2']['kernel'] == 2.0 and lr['bbox_head_2']['cls_score_2']['bias'] == 4.0
-  assert lr['bbox_head_3']['bbox_pred_3']['kernel'] == 4.0 and lr['bbox_head_3']['fc7_3']['bias'] == 8.0
   assert decay['bbox_head']['fc6']['kernel'] and not decay['bbox_head']['fc6']['bias']
   assert not decay['backbone']['res3']['res3a']['res3a_branch2a']['bn3a_branch2a']['scale']
   # C4: the res5 head's affine norms are frozen, its convs train.
@@ -115,6 +113,30 @@ def test_param_rules():
   assert res5a['res5a_branch2a']['conv']['kernel'] == 1.0
   assert res5a['res5a_branch2a']['bn5a_branch2a']['bias'] == 0.0
   assert lr['bbox_head']['cls_score']['bias'] == 2.0
+
+
+# PaddleDetection 597145c, the Cascade R-CNN training program:
+#   architectures/cascade_rcnn.py:71   self.cascade_rcnn_loss_weight = [1.0, 0.5, 0.25]
+#   architectures/cascade_rcnn.py:133  wb_scalar=1.0 / self.cascade_rcnn_loss_weight[i]
+#   roi_heads/cascade_head.py:77,80    cls_score%s_w / _b: learning_rate=wb_scalar
+#   roi_heads/cascade_head.py:90,93    bbox_pred%s_w / _b: learning_rate=wb_scalar
+#   roi_heads/cascade_head.py:280,283  FC6FC7Head fc6%s_w / _b: learning_rate=wb_scalar
+#   roi_heads/cascade_head.py:292,295  FC6FC7Head fc7%s_w / _b: learning_rate=wb_scalar
+# so stage i's weights and biases all train at lr x 1 / loss_weight[i]: x1, x2, x4.
+PADDLE_CASCADE_LR = {  # detx module -> (Paddle name suffix, lr of every w and b)
+    'bbox_head': ('', 1.0), 'bbox_head_2': ('_2', 2.0), 'bbox_head_3': ('_3', 4.0)}
+
+
+def test_cascade_stage_lr_multipliers_follow_paddle():
+  module, rules = build_model(cfg.load('cascade_rcnn_r50_fpn_1x'))
+  lr = rules.lr_mult(_abstract_params(module))
+  for head, (suffix, mult) in PADDLE_CASCADE_LR.items():
+    for layer in ('fc6', 'fc7', 'cls_score', 'bbox_pred'):
+      got = lr[head][layer + suffix]
+      assert got == {'kernel': mult, 'bias': mult}, (head, layer, got)
+  # The rest keeps Detectron's biases at x2 (597145c: anchor_heads/rpn_head.py:350 conv_rpn_fpn,
+  # backbones/fpn.py:132 fpn_res*_sum).
+  assert lr['rpn']['conv_rpn_fpn2']['bias'] == 2.0 and lr['neck']['fpn_res2_sum']['bias'] == 2.0
 
 
 def test_inits():
