@@ -72,7 +72,11 @@ class CascadeRCNN(RCNN):
       probs = probs + jax.nn.softmax(cls.reshape(n, k, -1), axis=-1) / 3.0
       box3 = box.reshape(n, k, -1)
     var = cascade_variances(self.cfg.cascade.reg_weights[2])
-    return self.detect(probs, box3, rois, valid, batch, var, True)
+    # PaddleDetection 597145c roi_heads/cascade_head.py:210 box_clip(input=decoded_box,
+    # im_info=im_info): the padded eval im_info (FasterRCNNEvalFeed use_padded_im_info),
+    # i.e. round(padded size / scale) - 1, not the original image as BBoxHead's im_shape.
+    return self.detect(probs, box3, rois, valid, batch, var, True,
+                       clip_hw=ops.box_clip_size(batch['im_info']))
 
 
 def param_rules(config, module: CascadeRCNN):

@@ -157,9 +157,13 @@ class RCNN(nn.Module):
               **kw)
     return roi_heads.sample_batch_rois(key, rois, valid, batch, **kw)
 
-  def detect(self, probs, deltas, rois, valid, batch, variances, class_agnostic: bool):
+  def detect(self, probs, deltas, rois, valid, batch, variances, class_agnostic: bool,
+             clip_hw=None):
+    """roi_heads.detect; boxes clipped to clip_hw [N, 2], by default the original image
+    (Paddle's BBoxHead: box_clip with im_shape)."""
     m = self.cfg.nms
-    return roi_heads.detect(probs, deltas, rois, valid, batch['scale'], batch['orig_size'],
+    clip_hw = batch['orig_size'] if clip_hw is None else clip_hw
+    return roi_heads.detect(probs, deltas, rois, valid, batch['scale'], clip_hw,
                             variances, class_agnostic=class_agnostic,
                             score_threshold=m.score_threshold, keep_top_k=m.keep_top_k,
                             nms_threshold=m.nms_threshold, max_candidates=m.max_candidates)
@@ -209,6 +213,7 @@ class RCNN(nn.Module):
       return self.train_losses(feats, outs, anchors, batch)
     info = im_info(padded_hw(batch['image_hw'], self.cfg.rpn.eval_pad_stride, (hb, wb)),
                    batch['scale'])
+    batch['im_info'] = info  # Cascade's box_clip reads it
     rois, _, valid = self.proposals(outs, anchors, info, n, False)
     return self.predict(feats, rois, valid, batch)
 

@@ -1,6 +1,6 @@
 """Public detection ops: jnp arrays in and out, static shapes, validity masks."""
-from detx.ops.boxes import (box_area, box_iou, clip_boxes, cxcywh_to_xyxy, decode_boxes,
-                            encode_boxes, xyxy_to_cxcywh)
+from detx.ops.boxes import (box_area, box_clip_size, box_iou, clip_boxes, cxcywh_to_xyxy,
+                            decode_boxes, encode_boxes, xyxy_to_cxcywh)
 from detx.ops.nms import multiclass_nms, nms
 from detx.ops.yolo import yolo_box, yolo_loss
 from detx.ops.anchors import anchor_generator, retinanet_anchor_sizes, retinanet_anchors
@@ -12,7 +12,7 @@ from detx.ops.losses import sigmoid_bce, sigmoid_focal_loss, smooth_l1
 from detx.ops.batching import group_size, grouped, im_info, padded_hw
 
 __all__ = [
-    'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes',
+    'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes', 'box_clip_size',
     'encode_boxes', 'decode_boxes', 'nms', 'multiclass_nms', 'yolo_box', 'yolo_loss',
     'anchor_generator', 'retinanet_anchor_sizes', 'retinanet_anchors',
     'roi_align', 'multilevel_roi_align', 'fpn_levels',

@@ -67,6 +67,19 @@ def clip_boxes(boxes, hw, legacy: bool = True):
   return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
 
 
+def box_clip_size(im_info):
+  """The (h, w) [..., 2] that Paddle's box_clip op clips to (then to h - 1, w - 1 with
+  `clip_boxes(..., legacy=True)`) from im_info [..., 3] = (h, w, scale): round(h / scale),
+  round(w / scale), rounding halves away from zero as C++ `round` does (Paddle's
+  bbox_util.h ClipTiledBoxes with is_scale; box_clip_op.h calls it per image). With
+  PaddleDetection's padded eval im_info this reaches past the original image by up to
+  (stride - 1) / scale pixels."""
+  info = jnp.asarray(im_info, jnp.float32)
+  x = info[..., :2] / info[..., 2:3]
+  f = jnp.floor(x)
+  return jnp.where(x - f >= 0.5, f + 1.0, f)
+
+
 def _centre_size(boxes, legacy: bool):
   off = _offset(legacy)
   w = boxes[..., 2] - boxes[..., 0] + off

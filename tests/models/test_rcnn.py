@@ -280,6 +280,37 @@ def test_mask_rcnn_fpn_train_and_eval(monkeypatch):
   assert out['boxes'].shape == (2, k, 4)
 
 
+def test_cascade_eval_clips_to_paddle_box_clip_of_padded_im_info(monkeypatch):
+  """Cascade's detections are clipped as cascade_head.py:210 (597145c) did:
+  box_clip(im_info) with the padded eval im_info, i.e. to round(padded / scale) - 1;
+  Faster / Mask R-CNN clip to the original image (bbox_head.py:237, im_shape)."""
+  for depth, blocks in SHALLOW.items():
+    monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
+  c = _config('cascade_rcnn_r50_fpn_1x')
+  c.model.nms.score_threshold = 0.0
+  module, _ = build_model(c)
+  batch = _batch()
+  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  # Stage 3 widens the boxes (foreground dw, dh = 150 at variance 2 / 30) past the image:
+  # they reach the clip bounds.
+  bias = np.zeros(8, np.float32)
+  bias[6:] = 150.0
+  variables['params']['bbox_head_3']['bbox_pred_3']['bias'] = jnp.asarray(bias)
+  eval_b = {k: batch[k] for k in module.EVAL_KEYS}
+  dets = jax.jit(lambda v, b: module.apply(v, b, train=False))(variables, eval_b)
+  # image 0: 96 x 128 at 0.2 (padded to 32: the same) -> 480 x 640, the original size;
+  # image 1: 90 x 120 at 0.25, padded 96 x 128 -> 384 x 512, past the original 360 x 480.
+  want_hw = np.asarray(ops.box_clip_size(ops.im_info(
+      ops.padded_hw(batch['image_hw'], 32, (96, 128)), batch['scale'])))
+  np.testing.assert_array_equal(want_hw, [[480, 640], [384, 512]])
+  b, v = np.asarray(dets['boxes']), np.asarray(dets['valid'])
+  for i in range(2):
+    assert v[i].any()
+    bi = b[i][v[i]]
+    assert bi.min() == 0
+    assert bi[:, 2].max() == want_hw[i, 1] - 1 and bi[:, 3].max() == want_hw[i, 0] - 1
+
+
 def test_c4_eval_runs_box_head_one_image_at_a_time(monkeypatch):
   """C4 evaluation scans res5 over the images; a batch gives each image's own result."""
   for depth, blocks in SHALLOW.items():

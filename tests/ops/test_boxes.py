@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from detx.ops import (box_area, box_iou, clip_boxes, cxcywh_to_xyxy, decode_boxes, encode_boxes,
-                      xyxy_to_cxcywh)
+from detx.ops import (box_area, box_clip_size, box_iou, clip_boxes, cxcywh_to_xyxy, decode_boxes,
+                      encode_boxes, xyxy_to_cxcywh)
 
 
 @pytest.fixture
@@ -74,6 +74,79 @@ def test_clip_boxes():
                              [[0, 3, 640, 480], [10, 0, 20, 30]])
   per_image = clip_boxes(jnp.stack([boxes, boxes]), jnp.array([[480, 640], [20, 15]])[:, None, :])
   np.testing.assert_allclose(per_image[1], [[0, 3, 14, 19], [10, 0, 14, 19]])
+
+
+# Paddle's box_clip op (paddle 3 still registers the fluid kernel; it reads the boxes'
+# LoD, so it runs in a legacy static program, in a subprocess: the flag has to precede
+# the import and static mode is global).
+_PADDLE_BOX_CLIP = """
+import os, sys, json
+os.environ['FLAGS_enable_pir_api'] = '0'
+import numpy as np, paddle
+from paddle.base.layer_helper import LayerHelper
+paddle.enable_static()
+args = json.load(sys.stdin)
+main, start = paddle.static.Program(), paddle.static.Program()
+with paddle.static.program_guard(main, start):
+  x = paddle.static.data('x', [-1, 4], 'float32', lod_level=1)
+  info = paddle.static.data('info', [-1, 3], 'float32')
+  helper = LayerHelper('box_clip')
+  out = helper.create_variable_for_type_inference('float32')
+  helper.append_op(type='box_clip', inputs={'Input': x, 'ImInfo': info}, outputs={'Output': out})
+core = paddle.base.core
+t = core.DenseTensor() if hasattr(core, 'DenseTensor') else core.LoDTensor()
+t.set(np.asarray(args['boxes'], np.float32), paddle.CPUPlace())
+t.set_lod([args['lod']])
+res = paddle.static.Executor(paddle.CPUPlace()).run(
+    main, feed={'x': t, 'info': np.asarray(args['im_info'], np.float32)}, fetch_list=[out],
+    return_numpy=False)[0]
+print(json.dumps(np.asarray(res).tolist()))
+"""
+
+
+def _paddle_box_clip(boxes, lod, info):
+  import json
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, '-c', _PADDLE_BOX_CLIP], capture_output=True, text=True,
+                     input=json.dumps({'boxes': boxes.tolist(), 'lod': lod,
+                                       'im_info': info.tolist()}), timeout=120)
+  if r.returncode != 0:
+    pytest.skip(f'paddle box_clip did not run: {r.stderr[-300:]}')
+  return np.asarray(json.loads(r.stdout.strip().splitlines()[-1]), np.float32)
+
+
+def _box_clip_formula(boxes, info):
+  """Paddle's ClipTiledBoxes (bbox_util.h) with is_scale and pixel_offset, as written:
+  im_w = round(im_info[1] / im_info[2]), im_h = round(im_info[0] / im_info[2]) (C++
+  round: halves away from zero), every x in [0, im_w - 1], every y in [0, im_h - 1]."""
+  h, w, s = (np.float32(v) for v in info)
+  im_w = np.float32(math.floor(np.float32(w / s) + 0.5))
+  im_h = np.float32(math.floor(np.float32(h / s) + 0.5))
+  out = boxes.copy()
+  out[:, 0::2] = np.maximum(np.minimum(boxes[:, 0::2], im_w - 1), 0)
+  out[:, 1::2] = np.maximum(np.minimum(boxes[:, 1::2], im_h - 1), 0)
+  return out
+
+
+def test_box_clip_size_matches_paddle_box_clip():
+  # Padded eval im_info (PaddleDetection's FasterRCNNEvalFeed, use_padded_im_info):
+  # 480 x 640 at scale 800 / 480 -> 800 x 1067 resized, 800 x 1088 padded to 32, so
+  # box_clip keeps x up to round(1088 / 1.6667) - 1 = 652, past the image's 639.
+  info = np.array([[800.0, 1088.0, 800.0 / 480.0], [384.0, 512.0, 0.25], [320.0, 352.0, 0.8],
+                   [100.0, 101.0, 2.0]], np.float32)  # 50 x 50.5: the half rounds up
+  rng = np.random.default_rng(0)
+  lod = [0, 5, 9, 12, 16]
+  boxes = rng.uniform(-100, 1200, (16, 4)).astype(np.float32)
+  hw = box_clip_size(jnp.asarray(info))
+  np.testing.assert_array_equal(hw, [[480, 653], [1536, 2048], [400, 440], [50, 51]])
+  got = np.concatenate([clip_boxes(jnp.asarray(boxes[a:b]), hw[i]) for i, (a, b) in
+                        enumerate(zip(lod[:-1], lod[1:]))])
+  want = np.concatenate([_box_clip_formula(boxes[a:b], info[i]) for i, (a, b) in
+                         enumerate(zip(lod[:-1], lod[1:]))])
+  np.testing.assert_array_equal(got, want)
+  pytest.importorskip('paddle')
+  np.testing.assert_array_equal(got, _paddle_box_clip(boxes, lod, info))
 
 
 def test_encode_matches_box_to_delta_and_round_trips():

@@ -143,20 +143,23 @@ def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic
   return ops.decode_boxes(rois[..., None, :], d, variances, legacy=True, clip=clip)
 
 
-def detect(probs, deltas, rois, rois_valid, scale, orig_hw, variances, *, class_agnostic: bool,
+def detect(probs, deltas, rois, rois_valid, scale, clip_hw, variances, *, class_agnostic: bool,
            score_threshold: float = 0.05, keep_top_k: int = 100, nms_threshold: float = 0.5,
            max_candidates: int = 4096):
   """PaddleDetection's BBoxHead.get_prediction + multiclass_nms, batched.
 
   probs [N, R, C] softmax (background first), deltas [N, R, 4 K], rois [N, R, 4] in
-  input pixels. Boxes are decoded per class from rois / scale, clipped to the
-  original image (orig_hw [N, 2]); NMS with background 0. Returns the detection dict
-  with classes 0..C-2 (background removed) and boxes in original pixels.
+  input pixels. Boxes are decoded per class from rois / scale, clipped to
+  [0, w - 1] x [0, h - 1] with clip_hw [N, 2] = (h, w) the size Paddle's box_clip
+  reads: the original image for Faster / Mask R-CNN (bbox_head.py passes im_shape),
+  `ops.box_clip_size(im_info)` for Cascade (cascade_head.py passes the padded
+  im_info); NMS with background 0. Returns the detection dict with classes 0..C-2
+  (background removed) and boxes in original pixels.
   """
   num_classes = probs.shape[-1]
   r = rois / scale[:, None, None]
   boxes = decode_class_boxes(r, deltas, variances, num_classes, class_agnostic)  # [N,R,C,4]
-  boxes = ops.clip_boxes(boxes, orig_hw.astype(jnp.float32)[:, None, None, :], legacy=True)
+  boxes = ops.clip_boxes(boxes, clip_hw.astype(jnp.float32)[:, None, None, :], legacy=True)
   probs = jnp.where(rois_valid[..., None], probs, 0.0)
   dets = ops.multiclass_nms(boxes, probs, score_threshold, -1, keep_top_k, nms_threshold,
                             normalized=False, background_label=0,
