@@ -36,10 +36,11 @@ class CascadeRCNN(RCNN):
 
   def refine(self, rois, deltas, stage: int):
     """Decode the foreground slot of class-agnostic deltas [N, K, 8] with the stage's
-    variance (Paddle's box_coder; no clip to the image)."""
+    variance: Paddle's box_coder (architectures/cascade_rcnn.py:150-165 at 597145c), with
+    no clip to the image and no clamp of dw, dh."""
     d = deltas.reshape(deltas.shape[:-1] + (2, 4))[..., 1, :]
     var = cascade_variances(self.cfg.cascade.reg_weights[stage])
-    return jax.lax.stop_gradient(ops.decode_boxes(rois, d, var, legacy=True))
+    return jax.lax.stop_gradient(ops.decode_boxes(rois, d, var, legacy=True, clip=None))
 
   def roi_losses(self, feats, rois, valid, batch, key):
     losses = {}

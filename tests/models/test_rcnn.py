@@ -209,6 +209,50 @@ def test_cascade_variances():
   np.testing.assert_allclose(cascade_rcnn.cascade_variances(30.0), [1 / 30, 1 / 30, 2 / 30, 2 / 30])
 
 
+def _paddle_decode(paddle, rois, deltas, var):
+  """Paddle's box_coder decode_center_size as the zoo's heads call it: prior boxes
+  [R, 4] broadcast along axis 1 of the deltas [R, C, 4], variances a list, not
+  normalized (bbox_head.py:236 via its BoxCoder, :34-47; cascade_head.py:201-207;
+  architectures/cascade_rcnn.py:156-162, at 597145c)."""
+  return paddle.vision.ops.box_coder(paddle.to_tensor(rois), list(var), paddle.to_tensor(deltas),
+                                     'decode_center_size', box_normalized=False,
+                                     axis=1).numpy()
+
+
+def test_final_decode_and_cascade_refine_do_not_clamp_like_paddle_box_coder():
+  """Paddle's box_coder kernel applies exp(var * dw) unclamped; only generate_proposals
+  (the RPN) clamps at log(1000 / 16). dw, dh here reach var * d = 6 > log(62.5) = 4.14."""
+  paddle = pytest.importorskip('paddle')
+  rng = np.random.default_rng(0)
+  r, c = 12, 3
+  xy = rng.uniform(0, 200, (r, 2))
+  rois = np.concatenate([xy, xy + rng.uniform(4, 60, (r, 2))], -1).astype(np.float32)
+  deltas = rng.uniform(-2, 2, (r, c, 4)).astype(np.float32)
+  deltas[..., 2:] = rng.uniform(10, 30, (r, c, 2))  # x 0.2 -> up to 6
+  var = (0.1, 0.1, 0.2, 0.2)
+  got = roi_heads.decode_class_boxes(jnp.asarray(rois), jnp.asarray(deltas.reshape(r, 4 * c)),
+                                     var, c, class_agnostic=False)
+  want = _paddle_decode(paddle, rois, deltas, var)
+  assert (np.asarray(got)[..., 2] - np.asarray(got)[..., 0] + 1).max() > 100 * 64  # past 62.5x
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-2)
+
+  # Cascade: class-agnostic deltas [R, 8], the foreground slot for every class
+  # (cascade_head.py:194-200), the stage-3 variances in the final decode...
+  module = cascade_rcnn.CascadeRCNN(cfg.load('cascade_rcnn_r50_fpn_1x').model)
+  agnostic = deltas[:, :2].reshape(r, 8) * 3.0  # stage variances are smaller: 2 / 30
+  var3 = cascade_rcnn.cascade_variances(30.0)
+  got = roi_heads.decode_class_boxes(jnp.asarray(rois), jnp.asarray(agnostic), var3, c,
+                                     class_agnostic=True)
+  want = _paddle_decode(paddle, rois, np.repeat(agnostic.reshape(r, 2, 4)[:, 1:], c, 1), var3)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-2)
+  # ... and each stage's refinement of the RoIs (_decode_box).
+  for stage, w in enumerate((10.0, 20.0)):
+    got = module.refine(jnp.asarray(rois)[None], jnp.asarray(agnostic)[None], stage)[0]
+    want = _paddle_decode(paddle, rois, agnostic.reshape(r, 2, 4)[:, 1:],
+                          cascade_rcnn.cascade_variances(w))[:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-2)
+
+
 def _batch(b=2, g=4, mask_size=28):
   boxes = np.zeros((b, g, 4), np.float32)
   boxes[:, 0] = [8, 10, 60, 50]

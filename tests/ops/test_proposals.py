@@ -84,6 +84,24 @@ def test_nothing_survives_gives_one_zero_box(paddle):
   assert np.all(np.asarray(rois) == 0) and np.all(np.asarray(sc) == 0)
 
 
+def test_rpn_keeps_generate_proposals_clamp(paddle):
+  """Unlike box_coder (the R-CNN heads' final decode: no clamp), Paddle's
+  generate_proposals clamps dw, dh at log(1000 / 16) (bbox_util.h BoxCoder,
+  kBBoxClipDefault); detx's proposals keep that clamp."""
+  rng = np.random.default_rng(3)
+  anchors = anchor_generator((4, 4), [4.0], [1.0], 16.0)
+  scores, deltas = _rpn_outputs(rng, 1, 1, 4, 4)
+  deltas[:, :2] = 100.0  # centres 400 px in: the boxes stay inside the image
+  deltas[:, 2:] = 6.0  # exp(6) = 403 > 62.5: 4 px anchors -> 250 px, not 1614 px
+  im_info = np.array([[2000, 2000, 1.0]], np.float32)
+  want = _paddle_proposals(paddle, scores, deltas, im_info, anchors, -1, 16, 1.0, 0.0)
+  rois, _, valid = generate_proposals(_nhwc(scores), _nhwc(deltas), jnp.asarray(im_info), anchors,
+                                      (1.0,) * 4, -1, 16, 1.0, 0.0)
+  r = np.asarray(rois[0])[np.asarray(valid[0])]
+  np.testing.assert_allclose(r, want[0][0], atol=1e-3)
+  np.testing.assert_allclose(r[:, 2] - r[:, 0] + 1, 4 * 62.5, rtol=1e-5)
+
+
 def test_without_nms_keeps_best_filtered():
   rng = np.random.default_rng(2)
   anchors = anchor_generator((6, 6), [32.0], [0.5, 1.0, 2.0], 8.0)

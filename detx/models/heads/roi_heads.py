@@ -22,7 +22,6 @@ from detx import ops
 from detx.models.backbones.resnet import ResNetStage
 from detx.models.layers import Dtype
 from detx.models.necks.fpn import paddle_xavier
-from detx.ops.boxes import DEFAULT_SCALE_CLIP
 from detx.ops.losses import smooth_l1
 
 _normal = nn.initializers.normal
@@ -132,10 +131,13 @@ def fast_rcnn_losses(cls_logits, box_deltas, targets, num_box_classes: int, weig
 
 
 def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic: bool,
-                       clip=DEFAULT_SCALE_CLIP):
+                       clip=None):
   """Per-class boxes [..., C, 4] from rois [..., 4] and deltas [..., 4 K].
 
-  Class-agnostic heads (K = 2) use the foreground slot for every class.
+  Class-agnostic heads (K = 2) use the foreground slot for every class. Paddle's
+  box_coder decode_center_size (BBoxHead / CascadeBBoxHead.get_prediction) does not
+  clamp dw, dh, so neither does this by default (`clip`: an upper bound, as
+  generate_proposals' log(1000 / 16)).
   """
   d = deltas.reshape(deltas.shape[:-1] + (-1, 4))
   if class_agnostic:
