@@ -110,54 +110,59 @@ def shortcut(x, features: int, stride: int, project: bool, avg_down: bool, name:
   return ConvNorm(features, 1, stride, relu=False, name=name, **kw)(x, train)
 
 
-class Bottleneck(nn.Module):
-  """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, plus shortcut, then ReLU. Named res{s}{x}."""
-  width: int
-  out_features: int
-  stride: int
-  first_stage: bool  # res2: never the vd avg-pool
+class Block(nn.Module):
+  """What every residual block shares: output `features`, `stride`, `first_stage` (res2:
+  never the vd avg-pool), variant, norm. A block's compact __call__ computes its residual
+  branch and returns `finish(self, x, y, ...)`."""
+  features: int = 256
+  stride: int = 1
+  first_stage: bool = False
   variant: str = 'b'
-  groups: int = 1
   norm: str = 'affine'
   freeze_norm: bool = True
   dtype: Dtype = jnp.float32
 
+  def conv_kw(self) -> dict:
+    return dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
+
+
+def finish(block: Block, x, y, train: bool, name: str, force_project: bool = False, **kw):
+  """Shortcut (projection `name` when channels or stride change; vd avg-pool outside
+  res2) plus residual y, then ReLU. Call inside the block's compact method."""
+  project = force_project or x.shape[-1] != block.features or block.stride != 1
+  short = shortcut(x, block.features, block.stride, project,
+                   block.variant == 'd' and not block.first_stage, name, train,
+                   **kw, **block.conv_kw())
+  return nn.relu(short + y)
+
+
+class Bottleneck(Block):
+  """1x1 (`width`) -> 3x3 (grouped for ResNeXt) -> 1x1 (`features`), plus shortcut, then
+  ReLU. Named res{s}{x}; the stride sits on the first 1x1 for variant 'a'."""
+  width: int = 64
+  groups: int = 1
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
+    kw, n = self.conv_kw(), self.name
     s1, s2 = (self.stride, 1) if self.variant == 'a' else (1, self.stride)
-    n = self.name
     y = ConvNorm(self.width, 1, s1, name=f'{n}_branch2a', **kw)(x, train)
     y = ConvNorm(self.width, 3, s2, groups=self.groups, name=f'{n}_branch2b', **kw)(y, train)
-    y = ConvNorm(self.out_features, 1, relu=False, name=f'{n}_branch2c', **kw)(y, train)
-    project = x.shape[-1] != self.out_features or self.stride != 1
-    short = shortcut(x, self.out_features, self.stride, project,
-                     self.variant == 'd' and not self.first_stage, f'{n}_branch1', train, **kw)
-    return nn.relu(short + y)
+    y = ConvNorm(self.features, 1, relu=False, name=f'{n}_branch2c', **kw)(y, train)
+    return finish(self, x, y, train, f'{n}_branch1')
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(Block):
   """3x3 -> 3x3 plus shortcut, then ReLU (depth 18/34). `quirk_project`: Paddle's
   res2a_branch1 projection even though channels match."""
-  out_features: int
-  stride: int
-  first_stage: bool
   quirk_project: bool = False
-  variant: str = 'b'
-  norm: str = 'affine'
-  freeze_norm: bool = True
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
-    n = self.name
-    y = ConvNorm(self.out_features, 3, self.stride, name=f'{n}_branch2a', **kw)(x, train)
-    y = ConvNorm(self.out_features, 3, relu=False, name=f'{n}_branch2b', **kw)(y, train)
-    project = (x.shape[-1] != self.out_features or self.stride != 1 or self.quirk_project)
-    short = shortcut(x, self.out_features, self.stride, project,
-                     self.variant == 'd' and not self.first_stage, f'{n}_branch1', train, **kw)
-    return nn.relu(short + y)
+    kw, n = self.conv_kw(), self.name
+    y = ConvNorm(self.features, 3, self.stride, name=f'{n}_branch2a', **kw)(x, train)
+    y = ConvNorm(self.features, 3, relu=False, name=f'{n}_branch2b', **kw)(y, train)
+    return finish(self, x, y, train, f'{n}_branch1', self.quirk_project)
 
 
 class ResNetStage(nn.Module):
@@ -165,7 +170,8 @@ class ResNetStage(nn.Module):
 
   The R-CNN C4 box head ("ResNetC5") is `ResNetStage(stage=5, depth=..., variant=...)`
   applied to 14x14 RoI features (-> 7x7x2048); its parameters carry the same names as
-  a backbone's res5, so Paddle's res5* files load into it unchanged.
+  a backbone's res5, so Paddle's res5* files load into it unchanged. Subclasses
+  (senet.SENetStage) change `check` and `block`.
   """
   stage: int
   depth: int = 50
@@ -176,30 +182,33 @@ class ResNetStage(nn.Module):
   freeze_norm: bool = True
   dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  def check(self):
     if self.stage not in (2, 3, 4, 5):
       raise ValueError(f'stage must be 2..5, got {self.stage}')
     if self.depth not in BLOCKS:
       raise ValueError(f'depth must be one of {sorted(BLOCKS)}, got {self.depth}')
     if self.variant not in VARIANTS:
       raise ValueError(f'variant must be one of {VARIANTS}, got {self.variant!r}')
-    count = BLOCKS[self.depth][self.stage - 2]
+
+  def block(self, i: int, count: int):
+    """(block class, its keyword arguments) of block i."""
     scale = 2 ** (self.stage - 2)
-    kw = dict(variant=self.variant, norm=self.norm, freeze_norm=self.freeze_norm,
-              dtype=self.dtype, first_stage=self.stage == 2)
+    if self.depth < 50:
+      return BasicBlock, dict(features=64 * scale, quirk_project=self.stage == 2 and i == 0,
+                              name=block_name(self.stage, i, count))
+    width = 64 * scale if self.groups == 1 else self.groups * self.group_width * scale
+    return Bottleneck, dict(features=256 * scale, width=width, groups=self.groups,
+                            name=block_name(self.stage, i, count))
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    self.check()
+    count = BLOCKS[self.depth][self.stage - 2]
     for i in range(count):
-      stride = 2 if i == 0 and self.stage != 2 else 1
-      name = block_name(self.stage, i, count)
-      if self.depth < 50:
-        x = BasicBlock(64 * scale, stride, quirk_project=self.stage == 2 and i == 0,
-                       name=name, **kw)(x, train)
-      else:
-        if self.groups == 1:
-          width, out = 64 * scale, 256 * scale
-        else:
-          width, out = self.groups * self.group_width * scale, 256 * scale
-        x = Bottleneck(width, out, stride, groups=self.groups, name=name, **kw)(x, train)
+      cls, kw = self.block(i, count)
+      x = cls(stride=2 if i == 0 and self.stage != 2 else 1, first_stage=self.stage == 2,
+              variant=self.variant, norm=self.norm, freeze_norm=self.freeze_norm,
+              dtype=self.dtype, **kw)(x, train)
     return x
 
 
@@ -214,6 +223,7 @@ class ResNet(nn.Module):
   nothing, here it freezes the stem. groups > 1 gives ResNeXt (group_width per group).
   Stages past max(return_levels) are not built: return_levels=(4,) is the C4 backbone.
   remat: recompute each stage's activations in the backward pass (memory for compute).
+  Subclasses (senet.SENet) change `STAGE`, `check`, `stem` and `stem_norm_name`.
   """
   depth: int = 50
   variant: str = 'b'
@@ -226,25 +236,36 @@ class ResNet(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  STAGE = ResNetStage
+
+  def check(self):
     if not set(self.return_levels) <= {2, 3, 4, 5} or not self.return_levels:
       raise ValueError(f'return_levels must be a non-empty subset of 2..5, got {self.return_levels}')
+
+  def stem(self):
+    """(name, features, kernel, stride) of the stem convs."""
+    if self.variant in ('c', 'd'):
+      return (('conv1_1', 32, 3, 2), ('conv1_2', 32, 3, 1), ('conv1_3', 64, 3, 1))
+    return (('res_conv1' if self.groups > 1 else 'conv1', 64, 7, 2),)
+
+  def stem_norm_name(self, conv_name: str) -> str:
+    return ''  # ConvNorm's default, paddle_norm_name
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    self.check()
     kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
     x = x.astype(self.dtype)
-    if self.variant in ('c', 'd'):
-      for name, c, s in (('conv1_1', 32, 2), ('conv1_2', 32, 1), ('conv1_3', 64, 1)):
-        x = ConvNorm(c, 3, s, name=name, **kw)(x, train)
-    else:
-      x = ConvNorm(64, 7, 2, name='res_conv1' if self.groups > 1 else 'conv1', **kw)(x, train)
+    for name, c, k, s in self.stem():
+      x = ConvNorm(c, k, s, name=name, norm_name=self.stem_norm_name(name), **kw)(x, train)
     if self.freeze_at >= 1:
       x = jax.lax.stop_gradient(x)
     x = max_pool_3x3_s2(x)
     outs = {}
-    stage_cls = nn.remat(ResNetStage, static_argnums=(2,)) if self.remat else ResNetStage
+    stage_cls = nn.remat(self.STAGE, static_argnums=(2,)) if self.remat else self.STAGE
     for stage in range(2, max(self.return_levels) + 1):
       x = stage_cls(stage, self.depth, self.variant, self.groups, self.group_width,
-                      name=f'res{stage}', **kw)(x, train)
+                    name=f'res{stage}', **kw)(x, train)
       if stage <= self.freeze_at:
         x = jax.lax.stop_gradient(x)
       if stage in self.return_levels:

@@ -30,14 +30,12 @@ Departure: Paddle's SE fc offsets carry no regularizer of their own, so the glob
 (1e-4) reaches them; detx's optimizer decays kernels only (optim.kernel_decay_mask).
 """
 import math
-from typing import Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from detx.models.backbones import resnet
-from detx.models.backbones.resnet import ConvNorm, max_pool_3x3_s2, shortcut
+from detx.models.backbones.resnet import ConvNorm
 from detx.models.layers import Dtype
 
 REDUCTION = 16  # SENet.reduction_ratio
@@ -70,73 +68,46 @@ def squeeze_excitation(x, name: str, dtype: Dtype):
   return (x * e[:, None, None, :].astype(x.dtype)).astype(dtype)
 
 
-class SEBottleneck(nn.Module):
+class SEBottleneck(resnet.Block):
   """conv{n}_x1 -> _x2 (grouped) -> _x3, SE (fc{n}), plus shortcut conv{n}_prj, ReLU.
   Named by its Paddle block name n (e.g. '4_1')."""
-  features: int
-  stride: int
-  first_stage: bool  # res2: never the vd avg-pool
-  variant: str = 'd'
   groups: int = 64
-  norm: str = 'affine'
-  freeze_norm: bool = True
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    n = self.name
-    kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
+    n, kw = self.name, self.conv_kw()
     conv = lambda name, *a, **k: ConvNorm(*a, name=name, norm_name=f'{name}_bn', **k, **kw)
     s1, s2 = (self.stride, 1) if self.variant == 'a' else (1, self.stride)
     y = conv(f'conv{n}_x1', self.features, 1, s1)(x, train)
     y = conv(f'conv{n}_x2', self.features, 3, s2, groups=self.groups)(y, train)
     y = conv(f'conv{n}_x3', self.features, 1, relu=False)(y, train)
     y = squeeze_excitation(y, f'fc{n}', self.dtype)
-    project = x.shape[-1] != self.features or self.stride != 1
-    short = shortcut(x, self.features, self.stride, project,
-                     self.variant == 'd' and not self.first_stage, f'conv{n}_prj', train,
-                     norm_name=f'conv{n}_prj_bn', **kw)
-    return nn.relu(short + y)
+    return resnet.finish(self, x, y, train, f'conv{n}_prj', norm_name=f'conv{n}_prj_bn')
 
 
-class SENetStage(nn.Module):
+class SENetStage(resnet.ResNetStage):
   """Stage res{stage} (2..5) of an SENet: its SE bottlenecks, the first with stride 2
   (except res2)."""
-  stage: int
-  depth: int = 152
-  variant: str = 'd'
-  groups: int = 64
-  norm: str = 'affine'
-  freeze_norm: bool = True
-  dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    count = resnet.BLOCKS[self.depth][self.stage - 2]
-    for i in range(count):
-      x = SEBottleneck(stage_filters(self.depth, self.stage),
-                       2 if i == 0 and self.stage != 2 else 1, self.stage == 2, self.variant,
-                       self.groups, self.norm, self.freeze_norm, self.dtype,
-                       name=block_name(self.stage, i))(x, train)
-    return x
+  def check(self):
+    pass  # SENet.check covers depth and variant
+
+  def block(self, i: int, count: int):
+    return SEBottleneck, dict(features=stage_filters(self.depth, self.stage),
+                              groups=self.groups, name=block_name(self.stage, i))
 
 
-class SENet(nn.Module):
+class SENet(resnet.ResNet):
   """NHWC SENet backbone returning {level: feature} for `return_levels` (stride
   2^level); arguments as resnet.ResNet (depth 50/101/152; the zoo: 152, 'd', 64x4)."""
   depth: int = 152
   variant: str = 'd'
-  norm: str = 'affine'
-  freeze_norm: bool = True
-  freeze_at: int = 2
-  return_levels: Sequence[int] = (2, 3, 4, 5)
   groups: int = 64
   group_width: int = 4
-  dtype: Dtype = jnp.float32
-  remat: bool = False
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  STAGE = SENetStage
+
+  def check(self):
     if self.depth not in (50, 101, 152):
       raise ValueError(f'SENet depth must be 50, 101 or 152, got {self.depth}')
     if self.variant not in resnet.VARIANTS:
@@ -144,25 +115,12 @@ class SENet(nn.Module):
     if self.groups * self.group_width != 256:
       raise ValueError('SENet needs groups * group_width == 256 (Paddle keeps the stage '
                        f'width only then), got {self.groups} x {self.group_width}')
-    if not set(self.return_levels) <= {2, 3, 4, 5} or not self.return_levels:
-      raise ValueError('return_levels must be a non-empty subset of 2..5, '
-                       f'got {self.return_levels}')
-    kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
-    x = x.astype(self.dtype)
-    stem = ((('conv1_1', 64, 3, 2), ('conv1_2', 64, 3, 1), ('conv1_3', 128, 3, 1))
-            if self.variant in ('c', 'd') else (('conv1', 128, 7, 2),))
-    for name, c, k, s in stem:
-      x = ConvNorm(c, k, s, name=name, norm_name=f'{name}_bn', **kw)(x, train)
-    if self.freeze_at >= 1:
-      x = jax.lax.stop_gradient(x)
-    x = max_pool_3x3_s2(x)
-    outs = {}
-    stage_cls = nn.remat(SENetStage, static_argnums=(2,)) if self.remat else SENetStage
-    for stage in range(2, max(self.return_levels) + 1):
-      x = stage_cls(stage, self.depth, self.variant, self.groups, name=f'res{stage}',
-                    **kw)(x, train)
-      if stage <= self.freeze_at:
-        x = jax.lax.stop_gradient(x)
-      if stage in self.return_levels:
-        outs[stage] = x
-    return outs
+    super().check()
+
+  def stem(self):
+    if self.variant in ('c', 'd'):
+      return (('conv1_1', 64, 3, 2), ('conv1_2', 64, 3, 1), ('conv1_3', 128, 3, 1))
+    return (('conv1', 128, 7, 2),)
+
+  def stem_norm_name(self, conv_name: str) -> str:
+    return f'{conv_name}_bn'
