@@ -222,13 +222,9 @@ ZOO = {
 
 _C4_ROWS = ('faster_rcnn_r50_1x', 'faster_rcnn_r50_2x', 'mask_rcnn_r50_1x', 'mask_rcnn_r50_2x',
             'faster_rcnn_r50_vd_1x', 'faster_rcnn_r101_1x')
-_RCNN_ROWS = tuple(r for r in ZOO if 'rcnn' in r)
 
 # (row, fact): (the value detx has today, why it departs from Paddle)
 KNOWN_DIFFERENCES = {
-    **{(r, 'nms_top_k'): (4096, 'model.nms.max_candidates: static-shape cap on the (box, '
-                          'class) pairs over score_threshold before NMS; Paddle: no cap')
-       for r in _RCNN_ROWS},
     **{(r, 'train_pad_stride'): (32, 'static shapes: C4 batches padded to buckets rounded to '
                                  'data.pad_multiple (loader default 32); Paddle: 1 img/GPU, '
                                  'unpadded (im_info stays the unpadded size in both)')
@@ -293,7 +289,8 @@ _RCNN_PATHS = dict(
     roi_canonical_size='model.roi.canonical_size',
     roi_canonical_level='model.roi.canonical_level', box_head_hidden='model.roi.hidden',
     nms_score_threshold='model.nms.score_threshold', nms_threshold='model.nms.nms_threshold',
-    nms_keep_top_k='model.nms.keep_top_k', nms_top_k='model.nms.max_candidates',
+    nms_keep_top_k='model.nms.keep_top_k',
+    nms_top_k='model.nms.max_candidates',  # -1: per-class NMS over every pair, no cap
     eval_pad_stride='model.rpn.eval_pad_stride',
     mask_resolution='model.mask.resolution', mask_roi_resolution='model.mask.roi_resolution',
     mask_num_convs='model.mask.num_convs', mask_conv_dim='model.mask.conv_dim')

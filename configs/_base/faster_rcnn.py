@@ -40,7 +40,9 @@ def get_config(arch: str = 'c4'):
       batch_size_per_im=512, fg_fraction=0.25, fg_thresh=0.5, bg_thresh_hi=0.5,
       bg_thresh_lo=0.0, bbox_reg_weights=(0.1, 0.1, 0.2, 0.2),
       resolution=14, sampling_ratio=0, hidden=1024, canonical_size=224.0, canonical_level=4)
-  m.nms = dict(score_threshold=0.05, keep_top_k=100, nms_threshold=0.5, max_candidates=4096)
+  # max_candidates -1: every (box, class) pair over score_threshold goes to its class's NMS,
+  # as Paddle's MultiClassNMS (nms_top_k -1); N > 0 would cap the pairs at the best N.
+  m.nms = dict(score_threshold=0.05, keep_top_k=100, nms_threshold=0.5, max_candidates=-1)
 
   c.data.short_side = 800
   c.data.long_side = 1333

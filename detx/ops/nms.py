@@ -50,7 +50,7 @@ def _more(steps, max_keep):
 
 
 def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: float = 1.0,
-                block: int | None = None):
+                block: int | None = None, num_valid=None):
   """Greedy NMS over candidates already sorted by score (best first).
 
   A kept candidate suppresses later candidates of the same class whose IoU with it
@@ -64,15 +64,19 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: flo
   alive & ~(any kept earlier candidate of the block suppresses it) is solved by fixed-point
   iteration (its solution is unique: candidate i depends only on those before it); the
   block's kept candidates then suppress every later candidate at once.
+
+  num_valid (optional, may be traced): every valid candidate is among the first
+  num_valid (score-sorted candidates over a threshold); the loop stops after them.
   """
   if eta < 1.0:
     return _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta)
   block = default_block() if block is None else block
   if block <= 1:
-    return _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep)
+    return _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, num_valid)
   k = boxes.shape[0]
   block = min(block, k)
   nb = -(-k // block)
+  steps = nb if num_valid is None else (num_valid + block - 1) // block
   pad = nb * block - k
   if pad:
     boxes = jnp.pad(boxes, ((0, pad), (0, 0)))
@@ -107,11 +111,11 @@ def greedy_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta: flo
     return b + 1, alive & ~hit, keep, count + jnp.sum(kept, dtype=jnp.int32)
 
   init = (jnp.int32(0), valid, jnp.zeros((nb * block,), bool), jnp.int32(0))
-  keep = lax.while_loop(_more(nb, max_keep), body, init)[2][:k]
+  keep = lax.while_loop(_more(steps, max_keep), body, init)[2][:k]
   return keep & (jnp.cumsum(keep) <= max_keep)
 
 
-def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
+def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, num_valid=None):
   """`greedy_keep` one candidate per loop step."""
   k = boxes.shape[0]
   positions = jnp.arange(k)
@@ -124,7 +128,7 @@ def _sequential_keep(boxes, valid, classes, iou_threshold, legacy, max_keep):
     return i + 1, alive & ~suppress, keep.at[i].set(take), count + take.astype(jnp.int32)
 
   init = (jnp.int32(0), valid, jnp.zeros((k,), bool), jnp.int32(0))
-  return lax.while_loop(_more(k, max_keep), body, init)[2]
+  return lax.while_loop(_more(k if num_valid is None else num_valid, max_keep), body, init)[2]
 
 
 def _adaptive_keep(boxes, valid, classes, iou_threshold, legacy, max_keep, eta):
@@ -189,8 +193,48 @@ def nms(boxes, scores, iou_threshold: float, max_output: int,
   return idx, ok
 
 
+def _multiclass_nms_per_class(boxes, scores, score_threshold, nms_top_k, keep_top_k,
+                              nms_threshold, normalized, background_label):
+  """Paddle's MultiClassNMS as its kernel runs it (no cap across classes): per class, the
+  scores over score_threshold, the best nms_top_k (-1: all M) of them, greedy NMS; then
+  the best keep_top_k over every class's kept boxes. Classes run side by side (vmap);
+  each class stops after its candidates over the threshold, or once it has kept
+  keep_top_k (no class contributes more to the final keep_top_k)."""
+  m, c = scores.shape
+  labels = jnp.asarray([k for k in range(c) if k != background_label], jnp.int32)
+  k = m if nms_top_k < 0 else min(nms_top_k, m)
+  top_scores, top_idx = lax.top_k(scores.T[labels], k)  # [C', k]; ties: lower index first
+  if boxes.ndim == 3:  # one box per class: [M, C, 4]
+    cand_box = boxes[top_idx, labels[:, None]]
+  else:
+    cand_box = boxes[top_idx]
+  valid = top_scores > score_threshold  # a prefix of each class's row
+  per_class_keep = k if keep_top_k < 0 else min(keep_top_k, k)
+  zeros = jnp.zeros((k,), jnp.int32)
+  keep = jax.vmap(lambda b, v: greedy_keep(b, v, zeros, nms_threshold, not normalized,
+                                           per_class_keep, num_valid=jnp.sum(v)))(
+      cand_box, valid)
+  out = labels.shape[0] * k if keep_top_k < 0 else keep_top_k
+  flat_keep = keep.reshape(-1)
+  ranked = jnp.where(flat_keep, top_scores.reshape(-1), -jnp.inf)
+  _, pos = lax.top_k(ranked, min(out, flat_keep.shape[0]))  # ties: lower class first
+  ok = flat_keep[pos]
+  classes = jnp.broadcast_to(labels[:, None], keep.shape).reshape(-1)
+  boxes_o, scores_o, classes_o = gather_valid(pos, ok, cand_box.reshape(-1, 4),
+                                              top_scores.reshape(-1), classes)
+  if pos.shape[0] < out:
+    pad = out - pos.shape[0]
+    boxes_o, scores_o, classes_o, ok = (jnp.pad(boxes_o, ((0, pad), (0, 0))),
+                                        jnp.pad(scores_o, (0, pad)),
+                                        jnp.pad(classes_o, (0, pad)), jnp.pad(ok, (0, pad)))
+  return {'boxes': boxes_o, 'scores': scores_o, 'classes': classes_o, 'valid': ok}
+
+
 def _multiclass_nms_single(boxes, scores, score_threshold, nms_top_k, keep_top_k,
                            nms_threshold, normalized, background_label, max_candidates):
+  if max_candidates < 0:
+    return _multiclass_nms_per_class(boxes, scores, score_threshold, nms_top_k, keep_top_k,
+                                     nms_threshold, normalized, background_label)
   m, c = scores.shape
   flat = scores.reshape(-1)  # index m * C + c
   if 0 <= background_label < c:
@@ -224,13 +268,17 @@ def multiclass_nms(boxes, scores, score_threshold: float, nms_top_k: int, keep_t
   nms_threshold (normalized=False: +1 pixel widths in the IoU); then the best
   keep_top_k (-1: all) over classes; class background_label is skipped.
 
-  Static-shape version: the best `max_candidates` (box, class) pairs are taken first,
-  then one class-aware greedy pass runs over them. It equals Paddle exactly whenever
-  at most max_candidates pairs pass score_threshold (up to the order of exactly
-  tied scores; Paddle's `eta` adaptive threshold is not supported).
+  max_candidates -1: Paddle's per-class kernel, no cap (each class's greedy NMS over
+  its M candidates, the classes side by side). max_candidates > 0: the best
+  `max_candidates` (box, class) pairs over all classes are taken first, then one
+  class-aware greedy pass runs over them (less work when M * C is large); it equals
+  Paddle exactly whenever at most max_candidates pairs pass score_threshold (and
+  nms_top_k). Both: up to the order of exactly tied scores; Paddle's `eta` adaptive
+  threshold is not supported.
 
   Returns {'boxes' [N, K, 4], 'scores' [N, K], 'classes' [N, K] int32,
-  'valid' [N, K] bool}, K = keep_top_k (min(max_candidates, M * C) when -1), best first,
+  'valid' [N, K] bool}, K = keep_top_k (when -1: min(max_candidates, M * C), or
+  C' * min(nms_top_k, M) for the C' non-background classes without a cap), best first,
   invalid slots zero.
   """
   fn = lambda b, s: _multiclass_nms_single(

@@ -204,6 +204,42 @@ def test_detect_decodes_per_class_and_maps_back():
   np.testing.assert_allclose(b[i1], want, rtol=1e-5)
 
 
+def test_detect_keeps_every_pair_over_the_threshold_like_paddle():
+  """Paddle's MultiClassNMS (nms_top_k -1, modeling/ops.py:101-112 at 597145c) runs NMS
+  per class over every box above score_threshold; detx's R-CNN detection output does
+  too (model.nms.max_candidates -1). Here 1000 overlapping RoIs x 80 classes put 80k
+  pairs over 0.05; each class keeps one box, so Paddle returns 80 detections. A cap of
+  4096 pairs across classes would keep only classes 1-40 (their scores are higher)."""
+  paddle = pytest.importorskip('paddle')
+  from paddle import _C_ops
+  rng = np.random.default_rng(0)
+  r, c = 1000, 81
+  xy = rng.uniform(100, 104, (r, 2))
+  rois = np.concatenate([xy, xy + 100], -1).astype(np.float32)  # IoU > 0.9 with each other
+  probs = np.zeros((1, r, c), np.float32)
+  probs[0, :, 1:41] = rng.uniform(0.2, 0.9, (r, 40))
+  probs[0, :, 41:] = rng.uniform(0.06, 0.1, (r, 40))
+  deltas = jnp.zeros((1, r, 4 * c))
+  run = lambda cap: roi_heads.detect(
+      jnp.asarray(probs), deltas, jnp.asarray(rois)[None], jnp.ones((1, r), bool),
+      jnp.ones((1,)), jnp.array([[800, 800]]), (0.1, 0.1, 0.2, 0.2), class_agnostic=False,
+      max_candidates=cap)
+  assert cfg.load('faster_rcnn_r50_fpn_1x').model.nms.max_candidates == -1
+  got = run(-1)
+  rows, _, counts = _C_ops.multiclass_nms3(
+      paddle.to_tensor(rois[None]), paddle.to_tensor(probs.transpose(0, 2, 1)), None, 0.05, -1,
+      100, 0.5, False, 1.0, 0)
+  rows = rows.numpy()[:int(counts.numpy()[0])]
+  assert len(rows) == 80
+  v = np.asarray(got['valid'][0])
+  ours = np.concatenate([np.asarray(got['classes'][0])[v, None] + 1.0,
+                         np.asarray(got['scores'][0])[v, None], np.asarray(got['boxes'][0])[v]], 1)
+  key = lambda a: a[np.lexsort((a[:, 1], a[:, 0]))]
+  np.testing.assert_allclose(key(ours), key(rows), rtol=1e-5, atol=1e-3)
+  capped = run(4096)
+  assert int(capped['valid'].sum()) == 40 and int(capped['classes'][0].max()) == 39
+
+
 def test_cascade_variances():
   assert cascade_rcnn.cascade_variances(10.0) == (0.1, 0.1, 0.2, 0.2)
   np.testing.assert_allclose(cascade_rcnn.cascade_variances(30.0), [1 / 30, 1 / 30, 2 / 30, 2 / 30])
@@ -331,7 +367,7 @@ def test_cascade_eval_clips_to_paddle_box_clip_of_padded_im_info(monkeypatch):
   for depth, blocks in SHALLOW.items():
     monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
   c = _config('cascade_rcnn_r50_fpn_1x')
-  c.model.nms.score_threshold = 0.0
+  c.model.nms.update(score_threshold=0.0, max_candidates=-1)  # the zoo's uncapped NMS
   module, _ = build_model(c)
   batch = _batch()
   variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)

@@ -115,6 +115,12 @@ CASES = [  # score_threshold, nms_top_k, keep_top_k, normalized, background_labe
     (0.3, 50, 8, False, -1, 4096),
     (0.3, 4, 100, False, -1, 4096),
     (0.9, 100, 20, False, -1, 128),  # fewer than max_candidates pass the threshold
+    # max_candidates -1: Paddle's per-class kernel, no cap across classes
+    (0.3, -1, -1, True, -1, -1),
+    (0.3, 20, 30, False, -1, -1),
+    (0.3, 5, 10, True, 0, -1),
+    (0.05, -1, 100, False, 0, -1),   # the R-CNN settings (BBoxHead.nms)
+    (0.3, 4, 100, False, -1, -1),
 ]
 
 
@@ -127,7 +133,12 @@ def test_multiclass_nms_matches_reference(case, block):
   scores = rng.uniform(0, 1, (n, m, c)).astype(np.float32)
   out = multiclass_nms(jnp.asarray(boxes), jnp.asarray(scores), score_thr, nms_top_k, keep_top_k,
                        0.45, normalized, bg, max_cand)
-  k = keep_top_k if keep_top_k > 0 else min(max_cand, m * c)
+  if keep_top_k > 0:
+    k = keep_top_k
+  elif max_cand > 0:
+    k = min(max_cand, m * c)
+  else:  # no cap: every class's best min(nms_top_k, M)
+    k = (c - (0 <= bg < c)) * (m if nms_top_k < 0 else min(nms_top_k, m))
   assert out['boxes'].shape == (n, k, 4) and out['classes'].dtype == jnp.int32
   for i in range(n):
     want = _multiclass_reference(boxes[i], scores[i], score_thr, nms_top_k, keep_top_k, 0.45,

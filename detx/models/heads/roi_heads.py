@@ -147,7 +147,7 @@ def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic
 
 def detect(probs, deltas, rois, rois_valid, scale, clip_hw, variances, *, class_agnostic: bool,
            score_threshold: float = 0.05, keep_top_k: int = 100, nms_threshold: float = 0.5,
-           max_candidates: int = 4096):
+           max_candidates: int = -1):
   """PaddleDetection's BBoxHead.get_prediction + multiclass_nms, batched.
 
   probs [N, R, C] softmax (background first), deltas [N, R, 4 K], rois [N, R, 4] in
@@ -155,8 +155,10 @@ def detect(probs, deltas, rois, rois_valid, scale, clip_hw, variances, *, class_
   [0, w - 1] x [0, h - 1] with clip_hw [N, 2] = (h, w) the size Paddle's box_clip
   reads: the original image for Faster / Mask R-CNN (bbox_head.py passes im_shape),
   `ops.box_clip_size(im_info)` for Cascade (cascade_head.py passes the padded
-  im_info); NMS with background 0. Returns the detection dict with classes 0..C-2
-  (background removed) and boxes in original pixels.
+  im_info); NMS with background 0, per class over every pair above score_threshold
+  (max_candidates -1, Paddle's nms_top_k -1; N > 0 caps the pairs at the best N over
+  all classes first). Returns the detection dict with classes 0..C-2 (background
+  removed) and boxes in original pixels.
   """
   num_classes = probs.shape[-1]
   r = rois / scale[:, None, None]
