@@ -98,8 +98,14 @@ def test_sigterm_checkpoints_at_the_step_it_stopped(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+  """SIGKILL mid-run (after the step-6 checkpoint, ~24 steps / ~5 s before the end),
+  then a resume reaches the uninterrupted run's parameters. The test shows the kill
+  landed: the process died of the signal, its latest checkpoint is below train.steps,
+  and the resume restored that checkpoint (not a fresh start, which would match too)."""
+  import re
+  steps = 30
   tiny_config(tmp_path)
-  args = (tmp_path / 'shapes', tmp_path / 'tfds', '--config.train.steps=12',
+  args = (tmp_path / 'shapes', tmp_path / 'tfds', f'--config.train.steps={steps}',
           '--config.train.checkpoint_every=3', '--mode=train')
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   subprocess.run(_main_cmd(whole, *args), cwd=ROOT, check=True, capture_output=True)
@@ -107,11 +113,18 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
                           stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: (killed / 'checkpoints' / '6').is_dir(), proc)
   proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  subprocess.run(_main_cmd(killed, *args), cwd=ROOT, check=True, capture_output=True)
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL, f'exited by itself ({proc.returncode}), not killed'
+  saved = [int(p.name) for p in (killed / 'checkpoints').iterdir() if p.name.isdigit()]
+  latest = max(saved)
+  assert 6 <= latest < steps, f'killed after its last step: checkpoints {sorted(saved)}'
+  resumed = subprocess.run(_main_cmd(killed, *args), cwd=ROOT, check=True, capture_output=True,
+                           text=True)
+  found = re.findall(r'detx: resumed from \S*?(\d+)\s', resumed.stdout + resumed.stderr)
+  assert found == [str(latest)], (found, latest)
   c = tiny_config(tmp_path)
   a, step_a = _final_params(c, whole)
   b, step_b = _final_params(c, killed)
-  assert step_a == step_b == 12
+  assert step_a == step_b == steps
   for k in a:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
