@@ -2,7 +2,10 @@
 mid-save never leaves a step directory that a resume would pick up."""
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
+
+from detx.errors import WorkdirError
 
 
 class Checkpointer:
@@ -76,18 +79,68 @@ def is_checkpoint(path) -> bool:
                             or (path / 'default').is_dir())
 
 
-def restore_variables(path, target=None):
-  """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir (the
-  latest step of the first two). target=None: the saved tree as it is (numpy arrays)."""
+def latest_step_dir(path) -> Path | None:
+  """The step directory a workdir, its checkpoints/ dir or a step dir designates (the
+  latest saved step of the first two); None when there is none. Reads the directory
+  names only (orbax renames a step's temporary directory to <step> when the save
+  commits), so it runs before jax is initialised."""
   path = Path(path).expanduser().resolve()
   if (path / 'checkpoints').is_dir():
     path = path / 'checkpoints'
-  args = ocp.args.StandardRestore(target)
-  if path.name == 'checkpoints' or not any(p.name == 'default' for p in path.iterdir()):
-    mgr = ocp.CheckpointManager(path)
-    step = mgr.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint under {path}')
-    return mgr.restore(step, args=args)
-  mgr = ocp.CheckpointManager(path.parent)
-  return mgr.restore(int(path.name), args=args)
+  if not path.is_dir():
+    return None
+  if path.name.isdigit() and (path / 'default').is_dir():
+    return path
+  steps = [int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir()]
+  return path / str(max(steps)) if steps else None
+
+
+def find(path) -> Path:
+  """latest_step_dir(path), or a WorkdirError saying there is no checkpoint there."""
+  step_dir = latest_step_dir(path)
+  if step_dir is None:
+    where = 'does not exist' if not Path(path).expanduser().exists() else 'holds none'
+    raise WorkdirError(f'no checkpoint in {path} (it {where}): train first (--mode=train), '
+                       'or give a workdir, its checkpoints/ or one step directory')
+  return step_dir
+
+
+def _shapes(tree) -> dict:
+  return {jax.tree_util.keystr(p, simple=True, separator='/'): tuple(leaf.shape)
+          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_shapes(step_dir, target) -> None:
+  """Raises WorkdirError naming the arrays when the checkpoint in `step_dir` does not
+  hold `target`'s tree and shapes (another model, class count or optimizer): read
+  from the checkpoint's metadata, before any restore."""
+  step_dir = Path(step_dir)
+  with ocp.StandardCheckpointer() as reader:
+    meta = reader.metadata(step_dir / 'default')
+  saved, wanted = _shapes(getattr(meta, 'item_metadata', meta)), _shapes(target)
+  problems = []
+  for k in sorted(set(saved) | set(wanted), key=lambda k: (not k.startswith('params'), k)):
+    if k not in saved:
+      problems.append(f'{k} {wanted[k]} is not in it')
+    elif k not in wanted:
+      problems.append(f'{k} {saved[k]} is not in this model')
+    elif saved[k] != wanted[k]:
+      problems.append(f'{k} is {saved[k]} there, {wanted[k]} here')
+  if problems:
+    more = f'; and {len(problems) - 3} more' if len(problems) > 3 else ''
+    raise WorkdirError(f'checkpoint {step_dir} holds another model or optimizer '
+                       f'({len(problems)} arrays differ: {"; ".join(problems[:3])}{more})')
+
+
+def restore_variables(path, target=None):
+  """Restores a checkpoint given as a workdir, a checkpoints/ dir or a step dir (the
+  latest step of the first two). target=None: the saved tree as it is (numpy arrays);
+  else its structure and shapes, checked first (check_shapes)."""
+  step_dir = find(path)
+  if target is not None:
+    check_shapes(step_dir, target)
+  mgr = ocp.CheckpointManager(step_dir.parent)
+  try:
+    return mgr.restore(int(step_dir.name), args=ocp.args.StandardRestore(target))
+  finally:
+    mgr.close()

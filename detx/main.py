@@ -5,11 +5,20 @@ r"""detx entry point.
       --config.data.dir=/data/coco --config.optim.base_lr=0.0005
 
 Training resumes from the latest checkpoint in --workdir.
+
+A mistake (an unknown config key or flag, a value of the wrong type, a missing
+config file, a workdir that holds another model's run, a missing checkpoint, a
+dataset that does not fit model.num_classes, the named data errors) ends with one
+line `detx: <message>` on stderr and exit code 2 (detx.errors); --debug or
+DETX_DEBUG=1 shows the traceback. `run(argv)` is the same command line in-process.
 """
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from detx import cli, errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
@@ -17,12 +26,21 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, met
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train', 'eval', 'train_and_eval', 'predict'],
                           'What to run.')
 _INPUT = flags.DEFINE_string('input', None, 'predict mode: an image or a directory of images.')
+flags.DEFINE_bool('debug', False, 'Show the traceback of a user mistake (or DETX_DEBUG=1).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
+  workdir = os.path.expanduser(_WORKDIR.value)
+  from detx import workdir as wd
+  wd.check_path(workdir)
+  if _MODE.value in ('eval', 'predict'):
+    from detx import checkpoint
+    checkpoint.find(workdir)  # before jax and the model: a missing checkpoint is one line
+  if _MODE.value == 'predict' and not _INPUT.value:
+    raise errors.UserError('--mode=predict needs --input=IMAGE_OR_DIR')
   logging.set_verbosity(logging.WARNING)  # orbax/tfds info lines; detx prints its own progress
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
   from detx import distributed
@@ -31,18 +49,25 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compile_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   from detx import train
-  workdir = os.path.expanduser(_WORKDIR.value)
   if _MODE.value in ('train', 'train_and_eval'):
-    train.train_and_evaluate(config, workdir, do_eval=_MODE.value == 'train_and_eval')
+    train.train_and_evaluate(config, workdir, do_eval=_MODE.value == 'train_and_eval',
+                             file_changes=cli.file_changes(
+                                 config, config_flags.get_config_filename(flags.FLAGS['config'])))
   elif _MODE.value == 'eval':
     from detx import evaluation
     evaluation.evaluate_checkpoint(config, workdir)
   else:
     from detx import predict
-    if not _INPUT.value:
-      raise app.UsageError('--mode=predict needs --input=IMAGE_OR_DIR')
     predict.run(config, workdir, _INPUT.value, os.path.join(workdir, 'predictions'))
 
 
+def run(argv=None) -> int:
+  """`python -m detx.main ARGS` (argv[0] is the program name): the exit code, 0 or 2
+  after a user mistake's one line on stderr (detx.errors.guard)."""
+  argv = list(sys.argv if argv is None else argv)
+  return errors.guard(lambda: main(cli.parse(argv)), argv)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.define_help_flags()
+  sys.exit(run())

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detx.errors import PathError
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
@@ -27,9 +29,9 @@ def list_images(path) -> list[Path]:
   elif path.is_file():
     files = [path]
   else:
-    raise FileNotFoundError(f'--input {path} is neither an image nor a directory')
+    raise PathError(f'--input {path} is neither an image nor a directory')
   if not files:
-    raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {path}')
+    raise PathError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {path}')
   return files
 
 
@@ -53,6 +55,8 @@ def run(config, checkpoint_path, input_path, output_dir, draw_threshold: float =
   from detx.ops.masks import paste_masks
   from detx.visualize import draw_detections
 
+  from detx import checkpoint
+  checkpoint.find(checkpoint_path)  # a missing checkpoint is refused before the model is built
   files = list_images(input_path)
   output_dir = Path(output_dir).expanduser()
   output_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +105,17 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  import sys
   from absl import app, flags
   from ml_collections import config_flags
+  from detx import cli, errors
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.')
   _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Workdir, checkpoints/ dir or step dir.')
   _INPUT = flags.DEFINE_string('input', None, 'An image or a directory of images.')
   _OUTPUT = flags.DEFINE_string('output', None, 'Where drawn images and detections.json go.')
   _THRESHOLD = flags.DEFINE_float('draw_threshold', 0.5, 'Score threshold for drawing.')
+  flags.DEFINE_bool('debug', False, 'Show the traceback of a user mistake (or DETX_DEBUG=1).')
   flags.mark_flags_as_required(['config', 'checkpoint', 'input', 'output'])
-  app.run(main)
+  app.define_help_flags()
+  # One line and exit code 2 for a user mistake, as detx.main (detx.errors.guard).
+  sys.exit(errors.guard(lambda: main(cli.parse(sys.argv)), sys.argv))

@@ -1,6 +1,7 @@
 """Train state, the jitted train step, the loop, checkpoint and resume (evaluation:
 detx.evaluation)."""
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import optax
 
 from detx import checkpoint, evaluation, metrics, sharding
+from detx.errors import Diverged
 from detx.data import loader, pipelines
 from detx.models.base import build_model, model_inputs
 from detx.optim import make_optimizer
@@ -169,67 +171,144 @@ class _StopFlag:
 
 
 def write_config(config, workdir):
+  """WORKDIR/config.json, replaced atomically (a crash never leaves half a record)."""
   Path(workdir).mkdir(parents=True, exist_ok=True)
-  (Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  tmp = Path(workdir) / f'.config.json.tmp{os.getpid()}'
+  tmp.write_text(config.to_json_best_effort(indent=2))
+  os.replace(tmp, Path(workdir) / 'config.json')
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(params)))
+
+
+def banner(config, workdir, mesh, state, train_set, eval_set, start: int, end: int,
+           resumed_from=None, file_changes=None, workdir_changes=None) -> list[str]:
+  """The lines printed before the first step: devices and mesh, parameter count,
+  dataset sizes, the keys that differ from the config file (file_changes:
+  {key: (file value, value)}) and from the workdir's config.json, workdir and
+  resume point."""
+  from detx import workdir as wd
+  devices = jax.devices()
+  n_dev = len(devices)
+  kinds = sorted({f'{d.platform} ({d.device_kind})' for d in devices})
+  mesh_shape = ' x '.join(f'{k}={v}' for k, v in mesh.shape.items())
+  batch = config.train.batch_size
+  n_proc = jax.process_count()
+  lines = [f'devices: {n_dev} x {", ".join(kinds)}, {n_proc} process{"es" * (n_proc > 1)}; '
+           f'mesh {mesh_shape}; batch {batch} ({batch / n_dev:g} per device)',
+           f'model: {config.model.name}, {count_params(state.params):,} parameters '
+           f'({config.model.backbone.name} backbone, {config.model.num_classes} classes)',
+           f'data: {config.data.train_split} {train_set.num_images} images, '
+           f'{train_set.num_classes} categories ({train_set.dir})'
+           + (f'; {eval_set.split} {eval_set.num_images} images' if eval_set else '')]
+  if file_changes is not None:
+    lines.append('config: as its file' if not file_changes else
+                 'config: differs from its file in ' + ', '.join(
+                     f'{k}={wd.short(new)}' for k, (_, new) in file_changes.items()))
+  if workdir_changes:
+    lines.append(f'config: differs from {Path(workdir) / "config.json"} in '
+                 + wd.describe(workdir_changes, limit=20))
+  stop = f', stopping at {end}' if end < config.train.steps else ''
+  lines.append(f'workdir: {Path(workdir).resolve()}; '
+               f'{"resuming at" if resumed_from else "starting at"} step {start} of '
+               f'{config.train.steps}{stop}')
+  if resumed_from:
+    lines.append(f'resumed from {resumed_from}')
+  return ['detx: ' + line for line in lines]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       do_eval: bool = True) -> dict:
-  """Trains to train.steps (or train.stop_at), resuming from WORKDIR; returns the last eval."""
+                       do_eval: bool = True, file_changes: dict | None = None) -> dict:
+  """Trains to train.steps (or train.stop_at), resuming from WORKDIR; returns the last eval.
+
+  Everything that can refuse the run is checked before anything is written: the
+  workdir's config.json (detx.workdir.check_config), the datasets' categories against
+  model.num_classes, the checkpoint's arrays against the model (detx.checkpoint.
+  check_shapes) and model.pretrained. file_changes ({key: (file value, value)}, from
+  the command line) is shown in the start-up banner."""
+  from detx import workdir as wd
   metrics.install_compile_counter()
-  write_config(config, workdir)
+  wd.check_path(workdir)
+  workdir_changes = wd.check_config(config, workdir)
   mesh = sharding.make_mesh()
   module, rules = build_model(config)
   tx, lr_fn = make_optimizer(config, rules)
   dataset = loader.build(config, config.data.train_split)
-  (Path(workdir) / 'categories.json').write_text(json.dumps(
-      [{'id': int(i), 'name': n} for i, n in zip(dataset.category_ids, dataset.category_names)]))
+  note = loader.check_num_classes(config, dataset)
+  eval_set = None
+  if do_eval:
+    eval_set = loader.build(config, config.eval.split)
+    loader.check_num_classes(config, eval_set, evaluating=True)
   state = init_state(config, module, tx, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  best = checkpoint.BestCheckpointer(workdir, config.train.best_metric)
-  if ckpt.latest_step() is not None:
-    state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
-    print(f'detx: resumed from {ckpt.directory}/{ckpt.latest_step()}', flush=True)
+  resume_dir = checkpoint.latest_step_dir(workdir) if Path(workdir).is_dir() else None
+  if resume_dir is not None:
+    checkpoint.check_shapes(resume_dir, state.as_dict())
   else:
     state = load_pretrained(config, state, rules)
+  # The checks passed: from here on the workdir is written.
+  write_config(config, workdir)
+  (Path(workdir) / 'categories.json').write_text(json.dumps(
+      [{'id': int(i), 'name': n} for i, n in zip(dataset.category_ids, dataset.category_names)]))
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  best = checkpoint.BestCheckpointer(workdir, config.train.best_metric)
+  if resume_dir is not None:
+    state = flax.serialization.from_state_dict(state, ckpt.restore(state.as_dict()))
   start = int(jax.device_get(state.step))
   end = config.train.steps if not config.train.stop_at else min(config.train.stop_at, config.train.steps)
+  for line in banner(config, workdir, mesh, state, dataset, eval_set, start, end,
+                     resumed_from=resume_dir and f'{ckpt.directory}/{ckpt.latest_step()}',
+                     file_changes=file_changes, workdir_changes=workdir_changes):
+    print(line, flush=True)
+  if note:
+    print(f'detx: note: {note}', flush=True)
   writer = metrics.MetricWriter(workdir)
   train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
                                config.train.inject_nan_steps, state_sharding(state),
                                config.train.grad_accum)
   eval_step = evaluation.make_eval_step(module, mesh) if do_eval else None
-  batch_iter = pipelines.for_config(config).train_iterator(dataset, start_step=start)
-  result, t_log, step = {}, time.time(), start
-  try:  # whatever is raised, pending checkpoint saves finish before the process may exit
+  result, step, batch_iter = {}, start, None
+  # Throughput and ETA are measured from the end of this run's first step: that step
+  # compiles (and starts the loader), which would count as minutes of training.
+  t_log = None
+  try:  # whatever is raised, the loader's workers stop and pending checkpoint saves finish
     with _StopFlag() as stop:
+      batch_iter = pipelines.for_config(config).train_iterator(dataset, start_step=start)
+      t_start = time.time()
       for step in range(start + 1, end + 1):
         batch = next(batch_iter)
         state, m = train_step(state, sharding.shard_batch(model_inputs(module, batch, True), mesh))
+        if t_log is None:
+          jax.block_until_ready(m)
+          t_log, timed_from, first_step_s = time.time(), step, time.time() - t_start
         last = step == end or stop.requested
         if step % config.train.log_every == 0 or last:
           m = jax.device_get(m)
-          dt = time.time() - t_log
-          n_steps = config.train.log_every if step % config.train.log_every == 0 else max(1, step - start)
-          ips = n_steps * config.train.batch_size / max(dt, 1e-9)
           m.update(metrics.compile_counts())
-          m['train/img_per_s'] = ips
+          if step > timed_from:
+            ips = (step - timed_from) * config.train.batch_size / max(time.time() - t_log, 1e-9)
+            m['train/img_per_s'] = ips
+            eta = (end - step) * config.train.batch_size / max(ips, 1e-9)
+            timing = f'{ips:.1f} img/s eta {eta / 60:.1f} min'
+          else:
+            m['train/first_step_s'] = first_step_s
+            timing = f'first step {first_step_s:.1f} s (compilation; eta from the next log)'
           writer.write(step, m)
-          eta = (end - step) * config.train.batch_size / max(ips, 1e-9)
-          print(f'step {step}/{end} loss {m["train/loss"]:.4f} lr {m["train/lr"]:.2e} '
-                f'{ips:.1f} img/s eta {eta / 60:.1f} min', flush=True)
+          print(f'step {step}/{end} loss {m["train/loss"]:.4f} lr {m["train/lr"]:.2e} {timing}',
+                flush=True)
           if int(m['train/bad_steps']) >= config.train.max_bad_steps:
-            raise FloatingPointError(
+            raise Diverged(
                 f'{int(m["train/bad_steps"])} consecutive non-finite steps at step {step}; '
-                f'the last good checkpoint is in {ckpt.directory}')
-          t_log = time.time()
+                f'the last good checkpoint is in {ckpt.directory} (train.max_bad_steps='
+                f'{config.train.max_bad_steps})')
+          t_log, timed_from = time.time(), step
         if step % config.train.checkpoint_every == 0 or last:
           ckpt.save(step, state.as_dict())
         final = step == config.train.steps
         if do_eval and not stop.requested and (
             final or (config.eval.every and step % config.eval.every == 0)):
           result = evaluation.evaluate(config, module, state.variables(), mesh, eval_step,
-                                       writer=writer, step=step)
+                                       dataset=eval_set, writer=writer, step=step)
           print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
                                             if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
           best.offer(step, state.as_dict(), result)
@@ -238,10 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           break
     if do_eval and start == config.train.steps and not result:  # resumed a finished run
       result = evaluation.evaluate(config, module, state.variables(), mesh, eval_step,
-                                   writer=writer, step=start)
+                                   dataset=eval_set, writer=writer, step=start)
   finally:
+    if batch_iter is not None:
+      batch_iter.close()
     ckpt.close()
     best.close()
     writer.close()
   return result
-

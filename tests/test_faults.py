@@ -1,5 +1,8 @@
-"""Faults: non-finite steps are skipped and counted; signals and kills never lose work."""
+"""Faults: non-finite steps are skipped and counted; signals and kills never lose work;
+a run that stops (an error, train.max_bad_steps, SIGTERM) with loader workers on leaves
+no worker process or shared memory behind."""
 import os
+import uuid
 import signal
 import subprocess
 import sys
@@ -10,7 +13,8 @@ import numpy as np
 import pytest
 
 from detx import evaluation, metrics, train
-from tests.helpers import tiny_config
+from tests.helpers import (assert_released, live_children, shm_objects, tiny_argv,
+                           tiny_config, wait_until)
 from tests.test_train import _final_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +46,10 @@ def test_repeated_faults_stop_with_the_last_good_checkpoint(tmp_path):
 
 def test_a_failing_evaluation_keeps_the_final_checkpoint(tmp_path, monkeypatch):
   """The final checkpoint is saved asynchronously; an error raised after it (here by the
-  evaluation) must still let the save commit, or a process exiting on that error loses it."""
+  evaluation) must still let the save commit, or a process exiting on that error loses it.
+  The loader's two worker processes and their shared memory are released before the
+  error leaves train_and_evaluate (its frames, kept alive by the traceback, used to hold
+  them until interpreter exit)."""
   from detx import checkpoint
   closed = []
   real_close = checkpoint.Checkpointer.close
@@ -56,20 +63,26 @@ def test_a_failing_evaluation_keeps_the_final_checkpoint(tmp_path, monkeypatch):
 
   monkeypatch.setattr(checkpoint.Checkpointer, 'close', close)
   monkeypatch.setattr(evaluation, 'evaluate', broken_eval)
-  c = tiny_config(tmp_path, steps=3)
-  with pytest.raises(RuntimeError, match='evaluation failed'):
+  c = tiny_config(tmp_path, steps=3, **{'data.num_workers': 2})
+  shm_before = shm_objects()
+  with pytest.raises(RuntimeError, match='evaluation failed') as e:
     train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert closed == [3]  # waited for the step-3 save before the error left the loop
   assert (tmp_path / 'run' / 'checkpoints' / '3').is_dir()
+  assert e.traceback  # the frames are alive, as they are while an uncaught error exits
+  assert wait_until(lambda: not live_children(), 10), live_children()
+  assert_released(shm_before, timeout=10)
 
 
 def _main_cmd(workdir, data_dir, cache_dir, *extra):
-  return [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py',
-          f'--workdir={workdir}', f'--config.data.dir={data_dir}',
-          f'--config.data.cache_dir={cache_dir}', '--config.model.backbone.depths=(1,1,1,1,1)',
-          '--config.model.backbone.width=0.125', '--config.data.train_sizes=(64,)',
-          '--config.eval.size=64', '--config.train.batch_size=4', '--config.data.max_boxes=8',
-          '--config.train.log_every=1', *extra]
+  return [sys.executable, '-m', 'detx.main', *tiny_argv(workdir, data_dir, cache_dir, *extra)]
+
+
+def _marked_env():
+  """(env, marker): the environment of a subprocess whose processes (loader workers
+  too) helpers.marked_processes finds by the marker."""
+  marker = uuid.uuid4().hex
+  return dict(os.environ, DETX_TEST_MARK=marker), marker
 
 
 def _wait_for(predicate, proc, timeout=300):
@@ -82,18 +95,49 @@ def _wait_for(predicate, proc, timeout=300):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_at_the_step_it_stopped(tmp_path):
+  """With two loader workers, SIGTERM sent to the whole process group (as a scheduler
+  or Ctrl-C does: the workers get it too and leave it to the main process): the run
+  checkpoints and exits 0, and neither its workers nor their shared memory outlive it."""
   tiny_config(tmp_path)  # generates tmp_path/shapes
   workdir = tmp_path / 'run'
   cmd = _main_cmd(workdir, tmp_path / 'shapes', tmp_path / 'tfds',
                   '--config.train.steps=100000', '--config.train.checkpoint_every=100000',
-                  '--mode=train')
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  '--config.data.num_workers=2', '--mode=train')
+  env, marker = _marked_env()
+  shm_before = shm_objects()
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, start_new_session=True)
   _wait_for(lambda: len(metrics.read_metrics(workdir)) >= 3, proc)
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=300) == 0
+  os.killpg(proc.pid, signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
   steps = [int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()]
   last_logged = metrics.read_metrics(workdir)[-1]['step']
   assert steps == [last_logged] and 3 <= last_logged < 100000
+  assert 'leaked' not in err and 'Traceback' not in out + err, err[-3000:]
+  assert_released(shm_before, marker)
+
+
+@pytest.mark.slow
+def test_max_bad_steps_stops_with_one_line_and_releases_the_loader(tmp_path):
+  """train.max_bad_steps stops the run (two loader workers on) with one line on stderr
+  and exit code 2, no traceback, no leaked shared memory ("resource_tracker: There
+  appear to be N leaked shared_memory objects" was its last line), no process left."""
+  tiny_config(tmp_path)
+  workdir = tmp_path / 'run'
+  cmd = _main_cmd(workdir, tmp_path / 'shapes', tmp_path / 'tfds', '--config.train.steps=20',
+                  '--config.train.inject_nan_steps=(3,4,5,6,7,8,9,10)',
+                  '--config.train.max_bad_steps=3', '--config.train.checkpoint_every=2',
+                  '--config.data.num_workers=2', '--mode=train')
+  env, marker = _marked_env()
+  shm_before = shm_objects()
+  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert 'Traceback' not in r.stdout + r.stderr and 'leaked' not in r.stderr, r.stderr[-3000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith('detx: 3 consecutive non-finite steps at step 5'), last
+  assert (workdir / 'checkpoints' / '4').is_dir()  # the last good checkpoint is kept
+  assert_released(shm_before, marker)
 
 
 @pytest.mark.slow

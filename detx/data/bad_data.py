@@ -43,6 +43,8 @@ preparing anything.
 """
 from __future__ import annotations
 
+from detx.errors import ConfigError
+
 BAD_BOXES = ('error', 'drop')
 EXIF = ('ignore', 'apply')
 BAD_IMAGES = ('error', 'drop')
@@ -95,7 +97,7 @@ def check_options(**options) -> dict[str, str]:
     if key not in OPTIONS:
       raise TypeError(f'unknown data option {key!r}')
     if value not in OPTIONS[key]:
-      raise ValueError(f'data.{key} must be one of {OPTIONS[key]}, '
+      raise ConfigError(f'data.{key} must be one of {OPTIONS[key]}, '
                        f'got {value!r}')
     out[key] = value
   return out

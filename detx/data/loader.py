@@ -32,6 +32,7 @@ import numpy as np
 from detx.data import bad_data
 from detx.data import coco
 from detx.data import synthetic
+from detx.errors import ConfigError
 
 # Stop index of the "infinite" training range (grain datasets are sized).
 _INFINITE = 1 << 62
@@ -140,9 +141,9 @@ def source_dir(config) -> str:
   if name == 'synthetic':
     data_dir = synthetic.ensure(data_dir or synthetic.DEFAULT_DIR)
   elif name != 'coco':
-    raise ValueError(f"data.name must be 'coco' or 'synthetic', got {name!r}")
+    raise ConfigError(f"data.name must be 'coco' or 'synthetic', got {name!r}")
   if not data_dir:
-    raise ValueError('config.data.dir is not set')
+    raise ConfigError('data.dir is not set: --config.data.dir=DATASET_DIR')
   return str(data_dir)
 
 
@@ -175,6 +176,24 @@ def build(config, split: str) -> Dataset:
   return dataset
 
 
+def check_num_classes(config, dataset: Dataset, evaluating: bool = False) -> str:
+  """Refuses (ConfigError) a dataset whose categories do not fit model.num_classes:
+  more categories than classes (labels the model has no output for; the quickstart's
+  4 classes pointed at COCO), or for evaluation any other count (every class index
+  is reported as one of the dataset's categories). Training with fewer categories
+  than classes is allowed; returns a note saying so ('' otherwise)."""
+  n, classes = dataset.num_classes, int(config.model.num_classes)
+  if n > classes or (evaluating and n != classes):
+    raise ConfigError(
+        f'data.dir {dataset.dir} ({dataset.split}) has {n} categories but '
+        f'model.num_classes is {classes}: set --config.model.num_classes={n}, '
+        f'or point data.dir at the dataset of this model')
+  if n < classes:
+    return (f'the dataset has {n} categories, model.num_classes is {classes}: '
+            f'outputs {n}..{classes - 1} are never trained')
+  return ''
+
+
 def stack(elements: list[dict]) -> dict[str, np.ndarray]:
   """Batch elements (dicts of arrays, the same keys) -> one dict of stacked arrays."""
   return {k: np.stack([e[k] for e in elements]) for k in elements[0]}
@@ -186,33 +205,108 @@ def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 7]).permutation(n)
 
 
-def _iterate(ds: grain.MapDataset, num_workers: int) -> Iterator:
+def _iterate(ds: grain.MapDataset, num_workers: int) -> 'Batches':
   """Iterates `ds` (elements are whole batches) in-process or in
   `num_workers` grain worker processes; same elements either way."""
   # Keep the in-process prefetch small: an element is a whole batch.
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2,
                                             prefetch_buffer_size=2))
   if num_workers <= 0:
-    return iter(it)
+    return Batches(iter(it), copy=False)
   # grain's multiprocess prefetch reads absl flags; outside an absl app
   # (tests, notebooks) they are unparsed and reading them raises.
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   it = it.mp_prefetch(grain.MultiprocessingOptions(
-      num_workers=num_workers, per_worker_buffer_size=1))
-  return _owned(iter(it))
+      num_workers=num_workers, per_worker_buffer_size=1),
+                      worker_init_fn=_worker_init)
+  return Batches(iter(it), copy=True)
 
 
-def _owned(it) -> Iterator:
-  """Copies worker outputs out of shared memory (so callers hold plain numpy
-  arrays) and shuts the workers down when the generator is closed."""
+class Batches:
+  """An iterator of batches that owns its grain iterator and worker processes.
+
+  ``close()`` (or leaving a ``with`` block) stops the workers and unlinks the shared
+  memory of the batches they had ready; it runs by itself when the iterator ends or
+  raises, and the train and eval loops call it in a ``finally`` (an error, a signal,
+  train.max_bad_steps). Without it, an error left the iterator alive in the
+  traceback's frames until interpreter exit, where the workers were killed with
+  their batches still in shared memory ("resource_tracker: There appear to be N
+  leaked shared_memory objects"). Worker batches are copied out of shared memory,
+  so callers hold plain numpy arrays.
+  """
+
+  def __init__(self, it, copy: bool):
+    self._it = it
+    self._copy = copy
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._it is None:
+      raise StopIteration
+    try:
+      batch = next(self._it)
+    except BaseException:
+      self.close()
+      raise
+    if self._copy:
+      batch = {k: np.array(v) for k, v in batch.items()}
+    return batch
+
+  def close(self) -> None:
+    it, self._it = self._it, None
+    if it is not None and hasattr(it, 'close'):
+      it.close()
+      _flush_shared_memory_deletes()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+def _flush_shared_memory_deletes(timeout: float = 10.0) -> None:
+  """Waits for grain's background unlinks of dropped shared-memory batches (a
+  one-thread pool: a no-op queued behind them returns when they are done), so a
+  process that exits right after closing a loader leaks none."""
   try:
-    for batch in it:
-      yield {k: np.array(v) for k, v in batch.items()}
-  finally:
-    close = getattr(it, 'close', None)
-    if close is not None:
-      close()
+    from grain._src.python.ipc import shared_memory_array
+    pool = shared_memory_array.SharedMemoryArray._del_thread_pool  # pylint: disable=protected-access
+    if pool is not None:
+      pool.apply_async(int).get(timeout)
+  except Exception:  # pylint: disable=broad-except
+    pass  # a grain without it, or a pool already shut down: nothing to wait for
+
+
+def _worker_init(index: int, count: int) -> None:
+  """In each worker: SIGINT / SIGTERM are the main process's to handle (Ctrl-C and
+  a scheduler's SIGTERM reach the whole process group; the main process checkpoints
+  and then stops the workers itself), and a worker whose main process died
+  (SIGKILL) exits instead of waiting on its queue forever."""
+  del index, count
+  import signal
+  import threading
+  import time
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  parent = os.getppid()
+
+  def exit_with_parent():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=exit_with_parent, daemon=True,
+                   name='detx-exit-with-parent').start()
 
 
 def process_rows(batch_size: int) -> tuple[int, int]:
@@ -223,7 +317,7 @@ def process_rows(batch_size: int) -> tuple[int, int]:
   """
   n, p = jax.process_count(), jax.process_index()
   if batch_size % n:
-    raise ValueError(f'train.batch_size={batch_size} does not divide over {n} processes')
+    raise ConfigError(f'train.batch_size={batch_size} does not divide over {n} processes')
   rows = batch_size // n
   return rows, p * rows
 

@@ -13,6 +13,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from detx import checkpoint, metrics, sharding
+from detx.errors import ConfigError
 from detx.data import loader, pipelines
 from detx.evaluation import voc
 from detx.evaluation.coco import CocoEvaluator
@@ -48,7 +49,7 @@ def make_evaluator(config, dataset):
   """The evaluator of config.eval.metric for `dataset`."""
   metric = config.eval.metric
   if metric not in EVALUATORS:
-    raise ValueError(f'unknown eval.metric {metric!r}; known: {", ".join(EVALUATORS)}')
+    raise ConfigError(f'unknown eval.metric {metric!r}; known: {", ".join(EVALUATORS)}')
   return EVALUATORS[metric](config, dataset)
 
 
@@ -70,34 +71,39 @@ def pasted_masks(dets, valid, orig_size) -> list:
 def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
              step=0) -> dict:
   """eval.metric of `variables` on eval.split (the first eval.limit images)."""
-  dataset = dataset or loader.build(config, config.eval.split)
+  if dataset is None:
+    dataset = loader.build(config, config.eval.split)
+    loader.check_num_classes(config, dataset, evaluating=True)
   eval_step = eval_step or make_eval_step(module, mesh)
   n_dev = mesh.devices.size
   batch_size = -(-config.eval.batch_size // n_dev) * n_dev
   has_masks = family(config).has_masks
   evaluator = make_evaluator(config, dataset)
   t0, seen, drawn, next_report = time.time(), 0, [], 1
-  for batch in pipelines.for_config(config).eval_iterator(dataset, batch_size=batch_size):
-    inputs = model_inputs(module, batch, False)
-    if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
-      rows, first = loader.process_rows(len(batch['valid']))
-      inputs = {k: v[first:first + rows] for k, v in inputs.items()}
-      dets = multihost_utils.process_allgather(eval_step(variables, sharding.shard_batch(inputs, mesh)), tiled=True)
-    else:
-      dets = jax.device_get(eval_step(variables, sharding.shard_batch(inputs, mesh)))
-    valid = dets['valid'] & batch['valid'][:, None]
-    masks = pasted_masks(dets, valid, batch['orig_size']) if has_masks else None
-    evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
-                  masks=masks)
-    seen += int(batch['valid'].sum())
-    if seen >= next_report or seen == dataset.num_images:
-      rate = seen / max(time.time() - t0, 1e-9)
-      print(f'eval {seen}/{dataset.num_images} images {rate:.1f} img/s '
-            f'eta {(dataset.num_images - seen) / max(rate, 1e-9) / 60:.1f} min', flush=True)
-      next_report = seen + max(1, dataset.num_images // 5)
-    if writer is not None and len(drawn) < config.eval.draw_images:
-      drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
-                for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
+  # closed on every exit (an error in this loop too): the loader's workers and their
+  # shared memory are released here, not at interpreter exit
+  with pipelines.for_config(config).eval_iterator(dataset, batch_size=batch_size) as batches:
+    for batch in batches:
+      inputs = model_inputs(module, batch, False)
+      if jax.process_count() > 1:  # every process reads the whole eval batch, feeds its rows
+        rows, first = loader.process_rows(len(batch['valid']))
+        inputs = {k: v[first:first + rows] for k, v in inputs.items()}
+        dets = multihost_utils.process_allgather(eval_step(variables, sharding.shard_batch(inputs, mesh)), tiled=True)
+      else:
+        dets = jax.device_get(eval_step(variables, sharding.shard_batch(inputs, mesh)))
+      valid = dets['valid'] & batch['valid'][:, None]
+      masks = pasted_masks(dets, valid, batch['orig_size']) if has_masks else None
+      evaluator.add(batch['image_id'], dets['boxes'], dets['scores'], dets['classes'], valid,
+                    masks=masks)
+      seen += int(batch['valid'].sum())
+      if seen >= next_report or seen == dataset.num_images:
+        rate = seen / max(time.time() - t0, 1e-9)
+        print(f'eval {seen}/{dataset.num_images} images {rate:.1f} img/s '
+              f'eta {(dataset.num_images - seen) / max(rate, 1e-9) / 60:.1f} min', flush=True)
+        next_report = seen + max(1, dataset.num_images // 5)
+      if writer is not None and len(drawn) < config.eval.draw_images:
+        drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
+                  for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
   results = evaluator.evaluate()
   for index, det in drawn:  # the same first val images at every evaluation
     keep = det['valid']
@@ -125,12 +131,21 @@ def restore_state(config, checkpoint_path, mesh):
 
 
 def evaluate_checkpoint(config, workdir) -> dict:
-  """Evaluates the latest checkpoint in WORKDIR."""
+  """Evaluates the latest checkpoint in WORKDIR. A missing checkpoint is refused before
+  the model is built; keys that differ from WORKDIR/config.json are printed."""
+  from detx import workdir as wd
+  step_dir = checkpoint.find(workdir)
+  changes = wd.check_config(config, workdir, refuse=False)
+  if changes:
+    print(f'detx: config differs from {workdir}/config.json in {wd.describe(changes, 20)}',
+          flush=True)
   metrics.install_compile_counter()
   mesh = sharding.make_mesh()
-  module, state = restore_state(config, workdir, mesh)
+  module, state = restore_state(config, step_dir, mesh)
   writer = metrics.MetricWriter(workdir)
-  result = evaluate(config, module, state.variables(), mesh, writer=writer,
-                    step=int(jax.device_get(state.step)))
-  writer.close()
+  try:
+    result = evaluate(config, module, state.variables(), mesh, writer=writer,
+                      step=int(jax.device_get(state.step)))
+  finally:
+    writer.close()
   return result

@@ -20,6 +20,7 @@ import flax.linen as nn
 import ml_collections
 
 from detx import optim
+from detx.errors import ConfigError
 from detx.models import cascade_rcnn, mask_rcnn, rcnn, retinanet, yolov3
 
 
@@ -57,7 +58,7 @@ def family(config_or_name) -> Family:
   """The Family of `config.model.name` (or of a name)."""
   name = config_or_name if isinstance(config_or_name, str) else config_or_name.model.name
   if name not in FAMILIES:
-    raise ValueError(f'unknown model.name {name!r}; known: {", ".join(FAMILIES)}')
+    raise ConfigError(f'unknown model.name {name!r}; known: {", ".join(FAMILIES)}')
   return FAMILIES[name]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from flax import traverse_util
 
 from detx import checkpoint
+from detx.errors import PathError
 from detx.weights import paddle as pw
 
 
@@ -52,7 +53,7 @@ def load(variables: dict, path, paddle_rules=()) -> tuple[dict, str]:
   """({'params', 'batch_stats'} filled from `path`, a one-paragraph summary)."""
   path = Path(path).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f'model.pretrained: {path} does not exist')
+    raise PathError(f'model.pretrained: {path} does not exist')
   variables = {k: variables.get(k, {}) for k in ('params', 'batch_stats')}
   if checkpoint.is_checkpoint(path):
     new, loaded, missing, mismatched = _from_checkpoint(variables, path)

@@ -23,7 +23,9 @@ def test_from_a_detx_run_with_another_head(tmp_path, capsys):
   from detx import checkpoint
   saved = flat_params(checkpoint.restore_variables(tmp_path / 'a')['params'])
 
-  c2 = tiny_config(tmp_path, steps=2, **{'model.num_classes': 3, 'seed': 7})
+  # 5 classes: another head; more classes than the data's 4 categories is allowed
+  # (fewer would be refused: labels without an output)
+  c2 = tiny_config(tmp_path, steps=2, **{'model.num_classes': 5, 'seed': 7})
   c2.model.pretrained = str(tmp_path / 'a')
   fresh, rules = _state(c2)
   loaded = flat_params(train.load_pretrained(c2, fresh, rules).params)

@@ -1,0 +1,178 @@
+"""Command-line parsing shared by detx.main and detx.predict.
+
+``parse(argv)`` parses absl flags (the ml_collections config file flag ``--config``
+and its ``--config.a.b=value`` overrides included) into ``flags.FLAGS`` as
+``app.run`` would, but every mistake is one :class:`detx.errors.UserError` naming it:
+a missing config file (with the closest configs/ name), an unknown config key (with
+the closest key, as ml_collections suggests), a value of the wrong type (with the
+type the key holds), an unknown or missing flag. It can run again in the same
+process (the tests call the command lines in-process): the previous parse's values
+and override flags are dropped first.
+"""
+import difflib
+import re
+import sys
+from pathlib import Path
+
+from absl import flags
+import ml_collections
+
+from detx import config as cfg
+from detx.errors import ConfigError, PathError, UserError
+
+_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=\s]+)')
+_CONFIG = re.compile(r'^--?config(?:=(.*))?$')
+
+
+def config_spec(argv) -> str | None:
+  """The value of --config in argv (None when absent)."""
+  for i, arg in enumerate(argv):
+    m = _CONFIG.match(arg)
+    if m:
+      if m.group(1) is not None:
+        return m.group(1)
+      return argv[i + 1] if i + 1 < len(argv) else ''
+  return None
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """The config a --config value names (`path.py` or `path.py:arg`), as the file
+  defines it; PathError (with the closest configs/ file) when there is no such file."""
+  path, _, arg = spec.partition(':')
+  if not Path(path).expanduser().is_file():
+    names = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py'))
+    close = difflib.get_close_matches(Path(path).stem, names, n=1)
+    hint = f'; did you mean configs/{close[0]}.py?' if close else ''
+    raise PathError(f'no config file {path}{hint}')
+  return cfg.load(str(Path(path).expanduser()), arg or None)
+
+
+def check_override_keys(config, argv) -> None:
+  """ConfigError for the first --config.KEY in argv that is not a key of config,
+  naming the closest key where there is one."""
+  for arg in argv:
+    m = _OVERRIDE.match(arg)
+    if not m:
+      continue
+    key = m.group(1)
+    node, path = config, []
+    for part in key.split('.'):
+      name = part.split('[')[0]
+      if not isinstance(node, (ml_collections.ConfigDict, dict)):
+        raise ConfigError(f'unknown config key {key}: {".".join(path)} is '
+                          f'{_a(type(node).__name__)}, it has no keys')
+      if name not in node:
+        close = difflib.get_close_matches(name, [str(k) for k in node.keys()], n=1)
+        hint = f'; did you mean {".".join(path + [close[0]])}?' if close else ''
+        raise ConfigError(f'unknown config key {key}{hint}')
+      node = node[name]
+      path.append(name)
+
+
+def _value(config, key: str):
+  node = config
+  for part in key.split('.'):
+    node = node[part.split('[')[0]]
+  return node
+
+
+def _a(kind: str) -> str:
+  return ('an ' if kind[:1] in 'aeiou' else 'a ') + kind
+
+
+def _value_type(config, key: str) -> str:
+  return _a(type(_value(config, key)).__name__)
+
+
+def _fits(template, value) -> bool:
+  """Whether an override's value has the shape of the file's value: sequences stay
+  sequences of the same kind of element (numbers, strings, bools), scalars keep
+  their kind (ml_collections checks scalars, not what a tuple holds)."""
+  if isinstance(template, (tuple, list)):
+    if not isinstance(value, (tuple, list)):
+      return False
+    if not template:
+      return True
+    pairs = zip(template, value) if len(template) == len(value) else (
+        (template[0], v) for v in value)
+    return all(_fits(t, v) for t, v in pairs)
+  if isinstance(template, bool):
+    return isinstance(value, bool)
+  if isinstance(template, (int, float)):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(template, str):
+    return isinstance(value, str)
+  return True
+
+
+def check_override_types(file_config, config, argv) -> None:
+  """ConfigError naming the first override whose value does not fit the file's."""
+  for arg in argv:
+    m = _OVERRIDE.match(arg)
+    if not m or '[' in m.group(1):
+      continue
+    key = m.group(1)
+    template, value = _value(file_config, key), _value(config, key)
+    if template is not None and not _fits(template, value):
+      given = arg.split('=', 1)[1] if '=' in arg else value
+      raise ConfigError(f'bad value for config key {key}: {given} is not like its '
+                        f'value in the config file, {template!r}')
+
+
+def _flag_message(error: flags.Error, config) -> str:
+  text = ' '.join(str(error).split())
+  m = re.match(r'flag --(\S+?)=None: Flag --\S+ must have a value other than None', text)
+  if m:
+    return f'--{m.group(1)} is required'
+  m = re.match(r'flag --config\.(\S+?)=(.*?): (.*)$', text)
+  if m and config is not None:
+    key, value, why = m.groups()
+    try:
+      kind = _value_type(config, key)
+    except (KeyError, AttributeError):
+      kind = None
+    holds = f' (config key {key} holds {kind})' if kind else ''
+    return f'bad value for config key {key}: {value}: {why}{holds}'
+  return text
+
+
+def parse(argv, flag_values: flags.FlagValues = flags.FLAGS,
+          require_config: bool = True) -> list[str]:
+  """Parses argv (argv[0] is the program) into flag_values; returns the remaining
+  arguments. Raises UserError (see the module docstring)."""
+  argv = list(argv)
+  spec = config_spec(argv[1:])
+  config = None
+  wants_help = any(a.lstrip('-') in ('help', 'h', 'helpshort', 'helpfull', '?') for a in argv[1:])
+  if spec is None:
+    if require_config and not wants_help:
+      raise UserError('--config=configs/<name>.py is required')
+  else:
+    config = load_config_file(spec)
+    check_override_keys(config, argv[1:])
+  for name in list(flag_values):  # a previous parse's override flags
+    if name.startswith('config.'):
+      delattr(flag_values, name)
+  flag_values.unparse_flags()
+  saved, sys.argv = sys.argv, argv  # config_flags finds the overrides in sys.argv
+  try:
+    rest = flag_values(argv)
+    if config is not None:
+      check_override_types(config, flag_values['config'].value, argv[1:])
+    return rest
+  except flags.Error as e:
+    raise UserError(_flag_message(e, config)) from None
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if isinstance(e, UserError):
+      raise
+    raise ConfigError(f'bad config override: {" ".join(str(e).split())}') from None
+  finally:
+    sys.argv = saved
+
+
+def file_changes(config, spec: str) -> dict:
+  """{key: (the file's value, config's value)} for the keys where the parsed config
+  differs from its file (the command line's overrides)."""
+  from detx import workdir
+  base = load_config_file(spec)
+  return workdir.diff(workdir.as_json(base), workdir.as_json(config))
