@@ -252,6 +252,15 @@ def test_workdir_of_another_model_is_refused_and_left_as_it_was(trained_copy, ca
   assert _snapshot(trained_copy) == before  # config.json byte-identical, nothing written
 
 
+def test_predict_input_path_is_checked(trained, tmp_path, capsys):
+  workdir, _ = trained
+  before = _snapshot(workdir)
+  line = _refused(capsys, tiny_argv(workdir, 'unused', 'unused', '--mode=predict',
+                                    f'--input={tmp_path / "nowhere.jpg"}'))
+  assert line == f'detx: --input {tmp_path / "nowhere.jpg"} is neither an image nor a directory'
+  assert _snapshot(workdir) == before
+
+
 def test_checkpoint_of_another_model_is_refused(trained_copy, shapes_dir, tmp_cache, capsys):
   """The checkpoint's own arrays decide when config.json does not (none here), and for
   evaluation: refused before anything is written, naming the arrays."""
