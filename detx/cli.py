@@ -3,7 +3,8 @@
 ``parse(argv)`` parses absl flags (the ml_collections config file flag ``--config``
 and its ``--config.a.b=value`` overrides included) into ``flags.FLAGS`` as
 ``app.run`` would, but every mistake is one :class:`detx.errors.UserError` naming it:
-a missing config file (with the closest configs/ name), an unknown config key (with
+a missing config file (with the close configs/ names; `--config` takes a path or a
+bare name such as `quickstart`, detx.config.resolve), an unknown config key (with
 the closest key, as ml_collections suggests), a value of the wrong type (with the
 type the key holds), an unknown or missing flag. It can run again in the same
 process (the tests call the command lines in-process): the previous parse's values
@@ -12,13 +13,12 @@ and override flags are dropped first.
 import difflib
 import re
 import sys
-from pathlib import Path
 
 from absl import flags
 import ml_collections
 
 from detx import config as cfg
-from detx.errors import ConfigError, PathError, UserError
+from detx.errors import ConfigError, UserError
 
 _OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=\s]+)')
 _CONFIG = re.compile(r'^--?config(?:=(.*))?$')
@@ -35,16 +35,29 @@ def config_spec(argv) -> str | None:
   return None
 
 
+def resolve_spec(spec: str) -> str:
+  """A --config value with its file resolved (detx.config.resolve: a path, or a bare
+  name such as `quickstart` from the configs that ship with detx), `:arg` kept;
+  PathError listing the close names when there is no such config."""
+  path, sep, arg = spec.partition(':')
+  return f'{cfg.resolve(path)}{sep}{arg}'
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """The config a --config value names (`path.py` or `path.py:arg`), as the file
-  defines it; PathError (with the closest configs/ file) when there is no such file."""
-  path, _, arg = spec.partition(':')
-  if not Path(path).expanduser().is_file():
-    names = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py'))
-    close = difflib.get_close_matches(Path(path).stem, names, n=1)
-    hint = f'; did you mean configs/{close[0]}.py?' if close else ''
-    raise PathError(f'no config file {path}{hint}')
-  return cfg.load(str(Path(path).expanduser()), arg or None)
+  """The config a --config value names (`path.py`, `name`, either with `:arg`), as
+  the file defines it; PathError (with the close configs/ names) when there is none."""
+  path, _, arg = resolve_spec(spec).partition(':')
+  return cfg.load(path, arg or None)
+
+
+def _with_config(argv, spec: str) -> list[str]:
+  """argv (argv[0] the program) with its --config value replaced by spec."""
+  out, i = [argv[0]], 1
+  while i < len(argv):
+    m = _CONFIG.match(argv[i])
+    out.append(f'--config={spec}' if m else argv[i])
+    i += 2 if m and m.group(1) is None else 1
+  return out
 
 
 def check_override_keys(config, argv) -> None:
@@ -150,6 +163,7 @@ def parse(argv, flag_values: flags.FlagValues = flags.FLAGS,
   else:
     config = load_config_file(spec)
     check_override_keys(config, argv[1:])
+    argv = _with_config(argv, resolve_spec(spec))  # config_flags reads a file path
   for name in list(flag_values):  # a previous parse's override flags
     if name.startswith('config.'):
       delattr(flag_values, name)

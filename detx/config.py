@@ -7,13 +7,17 @@ base with `load()` and states only what differs. Standard keys (DESIGN.md): data
 data.train_limit, data.max_size, eval.split, eval.limit, train.steps,
 train.batch_size, train.stop_at, train.log_every, train.checkpoint_every, eval.every, seed.
 """
+import difflib
 import importlib.util
 from pathlib import Path
 from typing import Any, Mapping
 
 import ml_collections
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+# The repository's top-level configs/; a wheel ships the same files as detx/configs/
+# (pyproject's package-dir), so an installed detx loads `--config=<name>` anywhere.
+_PACKAGED = Path(__file__).resolve().parent / 'configs'
+CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / 'configs'
 
 
 def default() -> ml_collections.ConfigDict:
@@ -57,15 +61,36 @@ def default() -> ml_collections.ConfigDict:
 def load(name_or_path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """Loads `configs/<name>.py` (or a path; `_base/<family>` for a family base) and
   returns its get_config() (get_config(arg) when arg is given)."""
-  path = Path(name_or_path)
-  if not path.suffix:
-    path = CONFIG_DIR / f'{name_or_path}.py'
-  if not path.is_file():
-    raise FileNotFoundError(f'no config file {path}')
+  path = resolve(name_or_path)
   spec = importlib.util.spec_from_file_location(f'detx_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config() if arg is None else module.get_config(arg)
+
+
+def names() -> list[str]:
+  """The configs a bare name loads: configs/*.py (the zoo rows and the quickstart)."""
+  return sorted(p.stem for p in CONFIG_DIR.glob('*.py'))
+
+
+def resolve(name_or_path: str) -> Path:
+  """The file a config spec names: an existing path, or a bare name (`quickstart`,
+  `_base/yolov3`) in CONFIG_DIR. detx.errors.PathError listing the close names if none."""
+  path = Path(name_or_path).expanduser()
+  if path.is_file():
+    return path
+  if not path.suffix and (CONFIG_DIR / f'{name_or_path}.py').is_file():
+    return CONFIG_DIR / f'{name_or_path}.py'
+  from detx.errors import PathError
+  as_path = bool(path.suffix) or '/' in name_or_path
+  close = [f'configs/{n}.py' if as_path else n
+           for n in difflib.get_close_matches(path.stem, names(), n=3)]
+  if close:
+    listed = ', '.join(close[:-1]) + ' or ' + close[-1] if len(close) > 1 else close[0]
+    hint = f'; did you mean {listed}?'
+  else:
+    hint = f'; the configs are: {", ".join(names())}'
+  raise PathError(f'no config file {name_or_path}{hint}')
 
 
 def set_schedule(config, preset: str, **schedule) -> ml_collections.ConfigDict:
