@@ -102,6 +102,8 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version(VERSION)
   # Configs are created per source directory by `make_builder`.
   BUILDER_CONFIGS = []
+  # Per-object features a subclass adds (name -> dtype; VOC: difficult).
+  OBJECT_EXTRAS: dict = {}
 
   # tfds' default probes `importlib_resources` (not installed on Python>=3.9)
   # for builders that live in a package; the path is this file.
@@ -129,6 +131,7 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 'area': np.float32,
                 'id': np.int64,
                 'segmentation': tfds.features.Text(),
+                **self.OBJECT_EXTRAS,
             }),
         }),
         metadata=tfds.core.MetadataDict(),
@@ -136,18 +139,24 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         disable_shuffling=True,
     )
 
+  def _read(self):
+    """(parsed annotations as parse_annotations returns them, image directory,
+    annotation file) of the config's split; the VOC builder reads XML instead."""
+    cfg = self.builder_config
+    ann, img_dir = check_layout(cfg.source_dir, cfg.split)
+    return parse_annotations(ann, cfg.bad_boxes), img_dir, str(ann)
+
   def _split_generators(self, dl_manager):
     del dl_manager
     cfg = self.builder_config
-    ann, img_dir = check_layout(cfg.source_dir, cfg.split)
-    parsed = parse_annotations(ann, cfg.bad_boxes)
+    parsed, img_dir, ann = self._read()
     report = parsed['report']
     images = filter_empty(parsed['images'], cfg.empty_images, report)
     md = self.info.metadata
     md['category_ids'] = [c for c, _ in parsed['categories']]
     md['category_names'] = [n for _, n in parsed['categories']]
     md['image_ids'] = [im['id'] for im in images]  # final: after generation
-    md['annotation_file'] = str(ann)
+    md['annotation_file'] = ann
     md['source_dir'] = str(cfg.source_dir)
     md['report'] = report
     return {cfg.split: self._generate_examples(images, img_dir, report)}
@@ -179,6 +188,8 @@ class DetxCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               'area': np.array([o['area'] for o in objs], np.float32),
               'id': np.array([o['id'] for o in objs], np.int64),
               'segmentation': [o['segmentation'] for o in objs],
+              **{k: np.array([o[k] for o in objs], dtype)
+                 for k, dtype in self.OBJECT_EXTRAS.items()},
           },
       }
     # tfds writes the metadata after the last example.
@@ -239,26 +250,28 @@ def _lock(path: Path):
 
 def prepare(source_dir, split: str, cache_dir: str = '',
             bad_boxes: str = 'error', *, exif: str = 'ignore',
-            bad_images: str = 'error', empty_images: str = 'keep'
-            ) -> DetxCoco:
+            bad_images: str = 'error', empty_images: str = 'keep',
+            make=None) -> DetxCoco:
   """Returns a prepared builder, preparing it first if needed (process-safe:
   concurrent callers wait on a file lock). The options are the bad-data
   switches of the module docstring; what they did is
-  ``builder.info.metadata['report']``."""
+  ``builder.info.metadata['report']``. `make`: the builder factory
+  (make_builder's signature; voc.make_builder for VOC)."""
+  make = make or make_builder
   options = dict(exif=exif, bad_images=bad_images, empty_images=empty_images)
-  builder = make_builder(source_dir, split, cache_dir, bad_boxes, **options)
+  builder = make(source_dir, split, cache_dir, bad_boxes, **options)
   with _quiet():
     done = builder.is_prepared()
   if done:
     return builder
   with _lock(Path(builder.data_dir).parent / '.prepare.lock'):
-    builder = make_builder(source_dir, split, cache_dir, bad_boxes, **options)
+    builder = make(source_dir, split, cache_dir, bad_boxes, **options)
     with _quiet(progress=sys.stderr.isatty()):
       if not builder.is_prepared():
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
                 compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  return make_builder(source_dir, split, cache_dir, bad_boxes, **options)
+  return make(source_dir, split, cache_dir, bad_boxes, **options)
 
 
 def data_source(builder: DetxCoco):
@@ -268,8 +281,9 @@ def data_source(builder: DetxCoco):
       decoders={'image': tfds.decode.SkipDecoding()})
 
 
-def to_example(record: dict) -> dict[str, Any]:
-  """A data-source record -> the raw example dict used by transforms."""
+def to_example(record: dict, decode: bool = True) -> dict[str, Any]:
+  """A data-source record -> the raw example dict used by transforms (image None
+  unless `decode`). `difficult`: VOC's flag, COCO's is_crowd."""
   objs = record['objects']
   name = record['file_name']
   if isinstance(name, bytes):
@@ -277,7 +291,7 @@ def to_example(record: dict) -> dict[str, Any]:
   segs = [s.decode() if isinstance(s, bytes) else str(s)
           for s in objs['segmentation']]
   return {
-      'image': decode_image(record['image'], name),
+      'image': decode_image(record['image'], name) if decode else None,
       'image_id': np.int64(record['image_id']),
       'height': int(record['height']),
       'width': int(record['width']),
@@ -289,4 +303,5 @@ def to_example(record: dict) -> dict[str, Any]:
       'area': np.asarray(objs['area'], np.float32).reshape(-1),
       'ann_ids': np.asarray(objs['id'], np.int64).reshape(-1),
       'segmentation': segs,
+      'difficult': np.asarray(objs.get('difficult', objs['is_crowd']), bool).reshape(-1),
   }

@@ -32,11 +32,15 @@ import numpy as np
 from detx.data import bad_data
 from detx.data import coco
 from detx.data import synthetic
+from detx.data import voc
 from detx.errors import ConfigError
 
 # Stop index of the "infinite" training range (grain datasets are sized).
 _INFINITE = 1 << 62
 _SIZES_FILE = 'detx_image_sizes.npy'
+# data.name -> the builder factory of its layout (make_builder's signature).
+BUILDERS = {'coco': coco.make_builder, 'synthetic': coco.make_builder,
+            'voc': voc.make_builder}
 
 
 class Dataset:
@@ -48,19 +52,21 @@ class Dataset:
   category_ids, is_crowd, area, ann_ids and segmentation (raw json strings).
   ``dataset.report`` is what preparing found and did (converted / dropped
   images and boxes, see bad_data.REPORT_KEYS); ``dataset.options`` the bad-data
-  switches it was prepared with.
+  switches it was prepared with. `name`: the layout (BUILDERS: 'coco', or 'voc'
+  whose examples also carry difficult).
   """
 
   def __init__(self, data_dir, split: str, limit: int = 0, cache_dir: str = '',
                bad_boxes: str = 'error', *, exif: str = 'ignore',
-               bad_images: str = 'error', empty_images: str = 'keep'):
+               bad_images: str = 'error', empty_images: str = 'keep', name: str = 'coco'):
     self.dir = str(Path(data_dir).expanduser().resolve())
-    self.split = split
+    self.split, self.name = split, name
+    self._make = BUILDERS[name]
     self._args = (self.dir, split, cache_dir, bad_boxes)
     self._kwargs = dict(exif=exif, bad_images=bad_images,
                         empty_images=empty_images)
     self.options = bad_data.check_options(bad_boxes=bad_boxes, **self._kwargs)
-    builder = coco.prepare(*self._args, **self._kwargs)
+    builder = coco.prepare(*self._args, **self._kwargs, make=self._make)
     md = builder.info.metadata
     ids = list(md['image_ids'])
     if limit:
@@ -83,8 +89,7 @@ class Dataset:
 
   def _src(self):
     if self._source is None:  # after unpickling (a grain worker process)
-      self._source = coco.data_source(coco.make_builder(*self._args,
-                                                        **self._kwargs))
+      self._source = coco.data_source(self._make(*self._args, **self._kwargs))
     return self._source
 
   def __getitem__(self, i: int) -> dict[str, Any]:
@@ -92,6 +97,10 @@ class Dataset:
     if not 0 <= i < self.num_images:
       raise IndexError(f'index {i} out of range for {self.num_images} images')
     return coco.to_example(self._src()[i])
+
+  def annotations(self, i: int) -> dict[str, Any]:
+    """``dataset[i]`` without decoding its image (image None)."""
+    return coco.to_example(self._src()[int(i)], decode=False)
 
   @property
   def image_sizes(self) -> np.ndarray:
@@ -140,8 +149,9 @@ def source_dir(config) -> str:
   name, data_dir = config.data.name, config.data.dir
   if name == 'synthetic':
     data_dir = synthetic.ensure(data_dir or synthetic.DEFAULT_DIR)
-  elif name != 'coco':
-    raise ConfigError(f"data.name must be 'coco' or 'synthetic', got {name!r}")
+  elif name not in BUILDERS:
+    raise ConfigError(f"data.name must be one of {', '.join(map(repr, BUILDERS))}, "
+                      f'got {name!r}')
   if not data_dir:
     raise ConfigError('data.dir is not set: --config.data.dir=DATASET_DIR')
   return str(data_dir)
@@ -167,7 +177,7 @@ def build(config, split: str) -> Dataset:
   limit = (config.data.train_limit if split == config.data.train_split
            else config.eval.limit)
   dataset = Dataset(data_dir, split, limit=limit,
-                    cache_dir=config.data.cache_dir,
+                    cache_dir=config.data.cache_dir, name=config.data.name,
                     **data_options(config, split))
   summary = bad_data.summarize(
       {k: v for k, v in dataset.report.items() if k != 'empty_images'})
