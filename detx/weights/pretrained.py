@@ -1,7 +1,12 @@
 """model.pretrained: start a run from released Paddle weights or from another detx run.
 
-  --config.model.pretrained=/path/ResNet50_cos_pretrained   # Paddle 1.x dir or __params__ file
+  --config.model.pretrained=/path/ResNet50_cos_pretrained   # Paddle 1.x dir, .tar or __params__
+  --config.model.pretrained=/path/model_final.pdparams      # PaddleDetection 2.x
+  --config.model.pretrained=https://.../ResNet50_cos_pretrained.tar   # downloaded once
   --config.model.pretrained=/path/to/detx/workdir           # its latest checkpoint
+
+URLs and .tar files go through detx.weights.fetch (cache, size/hash check, safe
+unpacking), .pdparams through detx.weights.pdparams (a restricted unpickler).
 
 Paddle weights are matched by Paddle name (ParamRules.paddle of the model), with
 ImageNet BN statistics folded into affine norms (load_and_fusebn); a detx checkpoint
@@ -17,6 +22,7 @@ from flax import traverse_util
 
 from detx import checkpoint
 from detx.errors import PathError
+from detx.weights import fetch, pdparams
 from detx.weights import paddle as pw
 
 
@@ -41,7 +47,12 @@ def _from_paddle(variables, path, rules):
   if not rules:
     raise pw.WeightLoadError(f'{path}: this model has no Paddle name rules; '
                              'model.pretrained can only be a detx checkpoint')
-  new, report = pw.load_paddle_weights(variables, str(path), rules, strict=False,
+  source = str(path)
+  if path.is_dir() and (path / '__params__').is_file() and not pw.list_paddle_dir(path):
+    source = str(path / '__params__')  # an inference model directory
+  elif path.suffix == '.pdparams':
+    source = pdparams.load_pdparams(path)
+  new, report = pw.load_paddle_weights(variables, source, rules, strict=False,
                                        fuse_norm=True)
   mismatched = [f'{f}: {got} (Flax layout), {v} needs {want}'
                 for v, f, want, got in report.mismatched]
@@ -51,9 +62,10 @@ def _from_paddle(variables, path, rules):
 
 def load(variables: dict, path, paddle_rules=()) -> tuple[dict, str]:
   """({'params', 'batch_stats'} filled from `path`, a one-paragraph summary)."""
-  path = Path(path).expanduser()
-  if not path.exists():
-    raise PathError(f'model.pretrained: {path} does not exist')
+  given = str(path)
+  if not fetch.is_url(given) and not Path(given).expanduser().exists():
+    raise PathError(f'model.pretrained: {given} does not exist; {fetch.RANDOM_INIT}')
+  path = fetch.resolve(given)
   variables = {k: variables.get(k, {}) for k in ('params', 'batch_stats')}
   if checkpoint.is_checkpoint(path):
     new, loaded, missing, mismatched = _from_checkpoint(variables, path)
@@ -63,11 +75,12 @@ def load(variables: dict, path, paddle_rules=()) -> tuple[dict, str]:
   if not loaded:
     raise pw.WeightLoadError(f'model.pretrained: {path} fills none of the model\'s {total} '
                              'variables (wrong file, or a different architecture?)')
-  lines = [f'detx: pretrained from {path}: loaded {len(loaded)} of {total} variables']
+  lines = [f'detx: pretrained from {given}: loaded {len(loaded)} of {total} variables']
   if missing:
     lines.append(f'  {len(missing)} kept their initial values (not in the source), e.g. '
                  + ', '.join(missing[:4]))
   if mismatched:
-    lines.append(f'  {len(mismatched)} kept their initial values (other shape): '
-                 + '; '.join(mismatched[:4]))
+    lines.append(f'  {len(mismatched)} re-initialised (another shape, e.g. a head for '
+                 'another class count): '
+                 + '; '.join(mismatched))
   return new, '\n'.join(lines)
