@@ -10,6 +10,8 @@ from detx.ops.sampling import expand_box_targets, rpn_target_assign, sample_rois
 from detx.ops.retina import retinanet_detection_output, retinanet_target_assign
 from detx.ops.losses import sigmoid_bce, sigmoid_focal_loss, smooth_l1
 from detx.ops.batching import group_size, grouped, im_info, padded_hw
+from detx.ops.priors import prior_box, ssd_priors
+from detx.ops.ssd import bipartite_match, mine_hard_examples, ssd_detection_output, ssd_loss
 
 __all__ = [
     'box_iou', 'box_area', 'xyxy_to_cxcywh', 'cxcywh_to_xyxy', 'clip_boxes', 'box_clip_size',
@@ -21,4 +23,6 @@ __all__ = [
     'retinanet_target_assign', 'retinanet_detection_output',
     'smooth_l1', 'sigmoid_bce', 'sigmoid_focal_loss',
     'im_info', 'padded_hw', 'group_size', 'grouped',
+    'prior_box', 'ssd_priors', 'bipartite_match', 'mine_hard_examples', 'ssd_loss',
+    'ssd_detection_output',
 ]
