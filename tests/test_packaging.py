@@ -53,3 +53,60 @@ def test_an_unknown_name_is_one_line_listing_close_matches(spec, line, monkeypat
   assert line in str(e.value) and '\n' not in str(e.value), str(e.value)
   with pytest.raises(FileNotFoundError):  # PathError is one, for the Python API's callers
     cfg.load(spec)
+
+
+def _pyproject():
+  return tomllib.loads((ROOT / 'pyproject.toml').read_text())
+
+
+def _lock() -> dict:
+  from packaging.utils import canonicalize_name
+  pins = {}
+  for line in (ROOT / 'requirements-lock.txt').read_text().splitlines():
+    if line.strip() and not line.startswith('#'):
+      name, version = line.split('==')
+      pins[canonicalize_name(name)] = version.strip()
+  return pins
+
+
+def test_metadata_ranges_admit_the_locked_pins():
+  """pyproject's dependencies are ranges (no exact pins, so a CUDA jax or a newer numpy
+  stays), every one admits the version CI installs from requirements-lock.txt, and
+  requirements.txt and .ci/run install with that lock as constraints."""
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+  project, pins = _pyproject()['project'], _lock()
+  extras = [r for group in project['optional-dependencies'].values() for r in group]
+  for text in project['dependencies'] + extras:
+    req = Requirement(text)
+    ops = {s.operator for s in req.specifier}
+    assert '==' not in ops and '>=' in ops and '<' in ops, text
+    name = canonicalize_name(req.name)
+    if name in pins:
+      assert req.specifier.contains(pins[name]), (text, pins[name])
+    else:
+      assert text in extras, f'{text} is not in requirements-lock.txt'
+  assert '-c requirements-lock.txt' in (ROOT / 'requirements.txt').read_text().splitlines()
+  assert '-r requirements.txt' in (ROOT / 'requirements-dev.txt').read_text().splitlines()
+  ci = (ROOT / '.ci/run').read_text()
+  assert 'pip install -q -c requirements-lock.txt -r requirements-dev.txt -e .' in ci
+  assert 'jax[cuda12]' in project['optional-dependencies']['cuda12'][0]
+  assert project['optional-dependencies']['tensorboard'][0].startswith('tensorboard>=')
+
+
+def test_the_wheel_lists_every_package_and_the_configs():
+  setuptools = _pyproject()['tool']['setuptools']
+  on_disk = {'.'.join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / 'detx').rglob('__init__.py')}
+  assert set(setuptools['packages']) == on_disk | {'detx.configs', 'detx.configs._base'}, (
+      'pyproject.toml [tool.setuptools] packages must list every package under detx/')
+  assert setuptools['package-dir'] == {'detx.configs': 'configs'}
+  assert not (ROOT / 'detx' / 'configs').exists()  # CONFIG_DIR is the repo's configs/ here
+  assert cfg.CONFIG_DIR == ROOT / 'configs'
+
+
+def test_license_and_notice():
+  assert 'Apache License\n                           Version 2.0' in (ROOT / 'LICENSE').read_text()
+  notice = (ROOT / 'NOTICE').read_text()
+  assert 'PaddleDetection' in notice and 'Apache License, Version 2.0' in notice
+  assert _pyproject()['project']['license'] == {'text': 'Apache-2.0'}
