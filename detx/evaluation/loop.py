@@ -29,19 +29,11 @@ def coco_evaluator(config, dataset):
                        iou_types=('bbox', 'segm') if family(config).has_masks else ('bbox',))
 
 
-def voc_evaluator(config, dataset):
-  """VOC mAP at IoU 0.5 (eval.map_type '11point' or 'integral') on the dataset's
-  ground truth, crowd boxes as difficult."""
-  ground_truth = voc.coco_ground_truth(dataset.annotation_file, dataset.image_ids)
-  return voc.DatasetVocEvaluator(ground_truth, dataset.num_classes, dataset.image_ids,
-                                 map_type=config.eval.map_type)
-
-
 # eval.metric -> (config, dataset) -> an evaluator with add(image_ids, boxes, scores,
 # classes, valid, masks=None) and evaluate() -> {metric name: value}.
 EVALUATORS = {
     'coco': coco_evaluator,
-    'voc': voc_evaluator,
+    'voc': voc.dataset_evaluator,  # voc/mAP and voc/AP/<class>
 }
 
 

@@ -2,9 +2,13 @@
 
 ``VocEvaluator`` takes one image's ground truth and detections at a time.
 ``DatasetVocEvaluator`` feeds it as the eval loop feeds ``CocoEvaluator`` (batches of
-detections by image id), reading the ground truth of any COCO-format annotation file
-once: boxes converted as Paddle's coco loader does (legacy +1 xyxy), ``iscrowd`` boxes
-counted as difficult.
+detections by image id), reading the ground truth once: of a VOC dataset (detx/data/
+voc.py) from its records with their ``difficult`` flags, of any COCO-format annotation
+file with boxes converted as Paddle's coco loader does (legacy +1 xyxy), ``iscrowd``
+boxes counted as difficult. ``dataset_evaluator`` is eval.metric='voc'; after
+``evaluate`` (``voc/mAP``), ``report(class_names)`` gives the per-class AP
+(``voc/AP/<class>`` in metrics.jsonl), its table and precision-recall curves
+(detx/evaluation/report.py prints and writes them).
 
 VOC IoUs use ``+1`` areas unless the boxes are normalised to [0, 1].
 """
@@ -16,8 +20,8 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ['DatasetVocEvaluator', 'VocEvaluator', 'coco_ground_truth', 'voc_ap',
-           'voc_box_iou']
+__all__ = ['DatasetVocEvaluator', 'VocEvaluator', 'coco_ground_truth', 'dataset_evaluator',
+           'dataset_ground_truth', 'voc_ap', 'voc_box_iou']
 
 
 def voc_box_iou(box: np.ndarray, gt_boxes: np.ndarray,
@@ -151,9 +155,10 @@ class VocEvaluator:
       self._scores[label].append(float(det_scores[d]))
       self._tps[label].append(tp)
 
-  def class_aps(self) -> dict[int, float]:
-    """AP of each class with >= 1 counted GT and >= 1 detection."""
-    aps = {}
+  def class_curves(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(recall, precision) per detection in descending score order, of each class with
+    >= 1 counted GT and >= 1 detection."""
+    curves = {}
     for c in range(self.num_classes):
       count = int(self._gt_counts[c])
       if count == 0 or not self._scores[c]:
@@ -162,10 +167,13 @@ class VocEvaluator:
       tps = np.asarray(self._tps[c], np.float64)[order]
       acc_tp = np.cumsum(tps)
       acc_fp = np.cumsum(1.0 - tps)
-      precision = acc_tp / (acc_tp + acc_fp)
-      recall = acc_tp / count
-      aps[c] = voc_ap(recall, precision, self.map_type)
-    return aps
+      curves[c] = (acc_tp / count, acc_tp / (acc_tp + acc_fp))
+    return curves
+
+  def class_aps(self) -> dict[int, float]:
+    """AP of each class with >= 1 counted GT and >= 1 detection."""
+    return {c: voc_ap(recall, precision, self.map_type)
+            for c, (recall, precision) in self.class_curves().items()}
 
   def evaluate(self) -> dict[str, float]:
     """-> {'voc/mAP': mean AP over the classes that have GT and detections}."""
@@ -255,3 +263,49 @@ class DatasetVocEvaluator:
         self._add_image(image_id, np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,), np.int64),
                         None)
     return self.voc.evaluate()
+
+  def report(self, class_names):
+    """The report of the last ``evaluate`` (detx.evaluation.report.Report): per class
+    (``class_names[i]`` names class i) its AP, 0.0 for a class with ground truth and no
+    detection (left out of the mean, as Paddle's DetectionMAP), nan without ground
+    truth; ``voc/AP/<class>`` for the classes with ground truth; the curves."""
+    from detx.evaluation.report import Report, per_class_key
+    aps, curves = self.voc.class_aps(), self.voc.class_curves()
+    counts = self.voc._gt_counts  # pylint: disable=protected-access
+    rows = {name: (aps.get(c, 0.0 if counts[c] else math.nan),)
+            for c, name in enumerate(class_names)}
+    no_det = [name for c, name in enumerate(class_names) if counts[c] and c not in aps]
+    mean = self.voc.evaluate()['voc/mAP']
+    summary = [f'voc/mAP {mean:.4f} ({self.voc.map_type}, IoU > {self.voc.iou_threshold:g}, '
+               f'mean over the {len(aps)} classes with ground truth and detections)']
+    if no_det:
+      summary.append(f'{len(no_det)} classes with ground truth but no detection (AP 0, not '
+                     f'in the mean): {", ".join(no_det)}')
+    return Report(summary=summary, columns=('AP',), rows=rows,
+                  curves={f'VOC IoU>{self.voc.iou_threshold:g}': {
+                      class_names[c]: curve for c, curve in curves.items()}},
+                  per_class={per_class_key('voc/AP', name): row[0]
+                             for name, row in rows.items() if not math.isnan(row[0])})
+
+
+def dataset_ground_truth(dataset) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """{image id: (boxes, labels, difficult)} of a VOC detx.data.loader.Dataset, from its
+  records (images not decoded)."""
+  out = {}
+  for i in range(len(dataset)):
+    ex = dataset.annotations(i)
+    out[int(ex['image_id'])] = (ex['boxes'].astype(np.float64), ex['labels'].astype(np.int64),
+                                ex['difficult'].astype(bool))
+  return out
+
+
+def dataset_evaluator(config, dataset) -> DatasetVocEvaluator:
+  """eval.metric='voc': VOC mAP at IoU 0.5 (eval.map_type '11point', the zoo's numbers,
+  or 'integral') on the dataset's boxes: a VOC dataset's difficult flags, a COCO one's
+  crowd boxes as difficult."""
+  if getattr(dataset, 'name', 'coco') == 'voc':
+    ground_truth = dataset_ground_truth(dataset)
+  else:
+    ground_truth = coco_ground_truth(dataset.annotation_file, dataset.image_ids)
+  return DatasetVocEvaluator(ground_truth, dataset.num_classes, dataset.image_ids,
+                             map_type=config.eval.map_type)

@@ -265,3 +265,151 @@ def test_dataset_voc_images_without_detections_count(coco_val):
   assert ev.evaluate() == {'voc/mAP': 1.0}
   with pytest.raises(ValueError, match='no ground truth'):
     DatasetVocEvaluator(gt, len(cat_ids), image_ids=[-5])
+
+
+# ------------------------------------- classes without detections / ground truth, random
+
+
+@pytest.mark.parametrize('map_type', ['11point', 'integral'])
+def test_voc_class_without_detections_and_class_without_gt(map_type):
+  """Class 0: TP 0.9, FP 0.8, TP 0.7 over two GT; class 1: GT, no detection (left out of
+  the mean, as Paddle's DetectionMAP skips it); class 2: high-scoring detections and no
+  GT (left out too: nothing to recall)."""
+  ev = _voc(map_type)
+  ev.add(GT, [0, 0], None, [GT[0], [300, 300, 320, 320], GT[1]], [0.9, 0.8, 0.7], [0, 0, 0])
+  ev.add(GT[:1], [1], None, [[0, 0, 5, 5], GT[0]], [0.99, 0.95], [2, 2])
+  # P = [1, 1/2, 2/3], R = [1/2, 1/2, 1]
+  expected = {'11point': (6 + 5 * 2 / 3) / 11, 'integral': 0.5 + 0.5 * 2 / 3}[map_type]
+  assert ev.class_aps() == {0: pytest.approx(expected)}
+  assert ev.evaluate()['voc/mAP'] == pytest.approx(expected)
+  recall, precision = ev.class_curves()[0]
+  np.testing.assert_allclose(recall, [0.5, 0.5, 1.0])
+  np.testing.assert_allclose(precision, [1.0, 0.5, 2 / 3])
+
+
+def test_dataset_voc_report_per_class():
+  report = pytest.importorskip('detx.evaluation.report')
+  del report
+  gt = {1: (GT, np.array([0, 1]), np.array([False, False])),
+        2: (GT[:1], np.array([0]), np.array([True]))}
+  ev = DatasetVocEvaluator(gt, 3)
+  # image 1: class 0 found, class 1 missed, a class-2 detection (no class-2 GT anywhere)
+  ev.add([1], GT[None, :1], [[0.9]], [[0]])
+  ev.add([2], np.array([[GT[0], GT[1]]]), [[0.8, 0.7]], [[0, 2]])
+  assert ev.evaluate() == {'voc/mAP': 1.0}  # the difficult GT of image 2 is ignored
+  rep = ev.report(['cat', 'dog', 'pottedplant'])
+  assert rep.rows['cat'] == (1.0,) and rep.rows['dog'] == (0.0,)
+  assert np.isnan(rep.rows['pottedplant'][0])
+  assert rep.per_class == {'voc/AP/cat': 1.0, 'voc/AP/dog': 0.0}
+  assert 'dog' in rep.summary[1] and rep.summary[0].startswith('voc/mAP 1.0000 (11point')
+  assert list(rep.curves.values())[0].keys() == {'cat'}
+
+
+def _reference_map(images, num_classes, use_07=True):
+  """An independent VOC mAP in the devkit's shape (voc_eval.py): per class, every
+  detection of the dataset sorted by score, each matched in that order to the unused
+  same-class GT of its image with the highest IoU (+1 pixel areas), > 0.5 a TP, a
+  difficult match ignored; AP from the precision envelope at 11 recall points (or the
+  area under the raw curve: Paddle's 'integral'); classes without GT or detections
+  skipped, as Paddle does."""
+  aps = []
+  for c in range(num_classes):
+    dets = [(score, i, box) for i, (_, _, _, db, ds, dl) in enumerate(images)
+            for box, score, label in zip(db, ds, dl) if label == c]
+    n_gt = sum(int(((gl == c) & ~gd).sum()) for gb, gl, gd, *_ in images)
+    if not n_gt or not dets:
+      continue
+    used = [np.zeros(len(gl), bool) for _, gl, *_ in images]
+    tp, fp = [], []
+    for score, i, box in sorted(dets, key=lambda d: -d[0]):
+      gb, gl, gd = images[i][:3]
+      best, best_iou = -1, 0.5
+      for g in range(len(gl)):
+        if gl[g] != c:
+          continue
+        iw = min(box[2], gb[g][2]) - max(box[0], gb[g][0]) + 1
+        ih = min(box[3], gb[g][3]) - max(box[1], gb[g][1]) + 1
+        if iw <= 0 or ih <= 0:
+          continue
+        union = ((box[2] - box[0] + 1) * (box[3] - box[1] + 1) +
+                 (gb[g][2] - gb[g][0] + 1) * (gb[g][3] - gb[g][1] + 1) - iw * ih)
+        if iw * ih / union > best_iou:
+          best, best_iou = g, iw * ih / union
+      if best >= 0 and gd[best]:
+        continue
+      hit = best >= 0 and not used[i][best]
+      if hit:
+        used[i][best] = True
+      tp.append(float(hit))
+      fp.append(float(not hit))
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    rec, prec = tp / n_gt, tp / (tp + fp)
+    if use_07:
+      aps.append(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0
+                          for t in np.arange(0, 1.1, 0.1)]))
+    else:
+      aps.append(float(np.sum(np.diff(np.concatenate([[0.0], rec])) * prec)))
+  return float(np.mean(aps)) if aps else 0.0
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_voc_random_case_equals_reference(seed):
+  """50 images, 4 classes, GT with 20% difficult, detections jittered from GT plus
+  random boxes, distinct random scores: VocEvaluator == _reference_map above."""
+  rng = np.random.default_rng(seed)
+  images = []
+  ev11, evi = VocEvaluator(4), VocEvaluator(4, map_type='integral')
+  scores = iter(rng.permutation(5000) / 5000.0)
+  for _ in range(50):
+    g = int(rng.integers(0, 5))
+    xy = rng.uniform(0, 200, (g, 2))
+    gb = np.concatenate([xy, xy + rng.uniform(10, 80, (g, 2))], 1).round()
+    gl, gd = rng.integers(0, 3, g), rng.random(g) < 0.2  # class 3 never has GT
+    keep = rng.random(g) < 0.8
+    db = gb[keep] + rng.normal(0, 6, (int(keep.sum()), 4)).round()
+    dl = np.where(rng.random(int(keep.sum())) < 0.9, gl[keep], rng.integers(0, 4, int(keep.sum())))
+    k = int(rng.integers(0, 4))
+    xy = rng.uniform(0, 200, (k, 2))
+    db = np.concatenate([db, np.concatenate([xy, xy + rng.uniform(10, 80, (k, 2))], 1)])
+    dl = np.concatenate([dl, rng.integers(0, 4, k)])
+    ds = np.array([next(scores) for _ in range(len(dl))])
+    images.append((gb, gl, gd, db, ds, dl))
+    ev11.add(gb, gl, gd, db, ds, dl)
+    evi.add(gb, gl, gd, db, ds, dl)
+  ref11, refi = _reference_map(images, 4), _reference_map(images, 4, use_07=False)
+  assert 0.2 < ref11 < 0.95
+  assert ev11.evaluate()['voc/mAP'] == pytest.approx(ref11, abs=1e-12)
+  assert evi.evaluate()['voc/mAP'] == pytest.approx(refi, abs=1e-12)
+
+
+def test_dataset_evaluator_on_voc_dataset(voc_tiny_dir, tmp_cache):
+  """eval.metric='voc' on a VOC dataset reads its records' difficult flags: its ground
+  truth (non-difficult boxes) as detections scores 1.0; difficult boxes detected or not
+  change nothing; dropping every person detection drops person's AP to 0."""
+  from detx import config as cfg
+  from detx.data import loader
+  from detx.evaluation import voc
+  c = cfg.default()
+  c.eval.map_type = 'integral'
+  dataset = loader.Dataset(voc_tiny_dir, 'test', cache_dir=str(tmp_cache), name='voc')
+  ev = voc.dataset_evaluator(c, dataset)
+  assert ev.voc.map_type == 'integral'
+  gt = voc.dataset_ground_truth(dataset)
+  assert sum(int(d.sum()) for _, _, d in gt.values()) == 71  # SOURCE.md
+  ids = sorted(gt)
+  for keep_difficult, person in ((True, True), (False, True), (True, False)):
+    ev.reset()
+    image_ids, boxes, scores, classes, valid = _detections(gt, ids, keep_difficult)
+    if not person:
+      valid &= classes != voc_names().index('person')
+    ev.add(image_ids, boxes, scores, classes, valid)
+    # without person detections person is left out of the mean (Paddle), AP 0 reported
+    assert ev.evaluate()['voc/mAP'] == 1.0
+    assert (0 if person else 1) == len(ev.voc.class_aps().keys() ^ set(range(20)))
+    if not person and pytest.importorskip('detx.evaluation.report'):
+      assert ev.report(dataset.category_names).per_class['voc/AP/person'] == 0.0
+
+
+def voc_names():
+  from detx.data.voc import VOC_CLASSES
+  return list(VOC_CLASSES)
