@@ -94,26 +94,34 @@ def _softmax_ce(logits, labels):
 
 def ssd_loss(loc, conf, gt_boxes, gt_labels, gt_valid, priors, prior_var, *,
              overlap_threshold: float = 0.5, neg_pos_ratio: float = 3.0,
-             neg_overlap: float = 0.5, background_label: int = 0):
+             neg_overlap: float = 0.5, background_label: int = 0, group_images: int = 0):
   """fluid.layers.ssd_loss summed over the batch (PaddleDetection's SSD reduce_sum):
   loc [N, P, 4], conf [N, P, C] logits, gt [N, G, ...], priors [P, 4].
 
   Per image: the softmax cross-entropy of the positives (matched) and the mined
   negatives (background target) plus smooth-L1 (sigma 1, summed over the 4 deltas) of
   the positives' encoded boxes; the sum over priors is divided by the number of
-  positives in the whole batch (normalize=True; detx takes at least 1, where Paddle
-  divides 0 by 0). Returns {'loss', 'loss_conf', 'loss_loc', 'num_pos'}."""
+  positives in the batch (normalize=True; detx takes at least 1, where Paddle divides
+  0 by 0). group_images > 0: the batch is split into groups of that many consecutive
+  images (Paddle's per-GPU batches), each normalised by its own positives, and the
+  groups' losses averaged (the multi-GPU gradient mean); 0 = one group.
+  Returns {'loss', 'loss_conf', 'loss_loc', 'num_pos'}."""
   fn = lambda b, l, v, c: ssd_targets(
       b, l, v, priors, prior_var, c, overlap_threshold=overlap_threshold,
       neg_pos_ratio=neg_pos_ratio, neg_overlap=neg_overlap, background_label=background_label)
   labels, pos, neg, loc_t = jax.vmap(fn)(gt_boxes, gt_labels, gt_valid, conf)
   conf_loss = _softmax_ce(conf, labels) * (pos | neg)
   loc_loss = smooth_l1(loc.astype(jnp.float32) - loc_t, 1.0).sum(-1) * pos
-  num_pos = jnp.sum(pos).astype(jnp.float32)
-  norm = jnp.maximum(num_pos, 1.0)
-  out = {'loss_conf': conf_loss.sum() / norm, 'loss_loc': loc_loss.sum() / norm}
+  n = loc.shape[0]
+  g = group_images if 0 < group_images < n else n
+  if n % g:
+    raise ValueError(f'ssd_loss: batch {n} is not a multiple of group_images {g}')
+  per_group = lambda x: x.reshape(n // g, -1).sum(1)
+  norm = jnp.maximum(per_group(pos.astype(jnp.float32)), 1.0)
+  out = {'loss_conf': jnp.mean(per_group(conf_loss) / norm),
+         'loss_loc': jnp.mean(per_group(loc_loss) / norm)}
   out['loss'] = out['loss_conf'] + out['loss_loc']
-  out['num_pos'] = num_pos
+  out['num_pos'] = jnp.sum(pos).astype(jnp.float32)
   return out
 
 

@@ -174,6 +174,13 @@ def test_ssd_loss_equals_numpy_transcription_of_paddle_ssd_loss():
   np.testing.assert_allclose(out['loss'], want, rtol=1e-5)
   grads = jax.grad(lambda l, c: fn(l, c, pad_b, pad_l, mask)['loss'], (0, 1))(loc, conf)
   assert all(np.isfinite(np.asarray(x)).all() for x in grads)
+  # Two groups of one image (Paddle's per-GPU normalisation, averaged over GPUs).
+  per_image = [np_ssd_loss(loc[i:i + 1].astype(np.float64), conf[i:i + 1].astype(np.float64),
+                           gts[i:i + 1], labels[i:i + 1], np.asarray(priors, np.float64), VAR)
+               for i in range(2)]
+  grouped = jax.jit(lambda *a: ssd_loss(*a, priors, var, group_images=1))(
+      loc, conf, pad_b, pad_l, mask)
+  np.testing.assert_allclose(grouped['loss'], np.mean(per_image), rtol=1e-5)
   # No ground truth anywhere: finite (Paddle would divide 0 by 0).
   empty = fn(loc, conf, pad_b, pad_l, np.zeros_like(mask))
   assert float(empty['loss']) == 0.0 and float(empty['num_pos']) == 0.0
