@@ -153,6 +153,14 @@ _YOLO_R34 = dict(
     norm='sync_bn',                    # yml ResNet.norm_type
     norm_decay=0.0,                    # yml ResNet.norm_decay
     freeze_at=0, freeze_norm=False)    # yml ResNet.freeze_at / freeze_norm
+# the *_voc.yml rows: every other number as their COCO row
+_VOC = dict(
+    num_classes=20,                    # yml num_classes
+    label_smooth=False,                # yml YOLOv3Head.label_smooth
+    metric='voc', map_type='11point',  # yml metric VOC; eval_utils voc_bbox_eval default
+    dataset='voc',                     # yml feeds dataset_dir dataset/voc, VOCdevkit/VOC_all
+    train_set='voc2007_trainval+voc2012_trainval',  # VOC_all train.txt (07+12 trainval)
+    eval_set='voc2007_test')           # VOC_all val.txt (07 test)
 _X101_VD = dict(
     backbone='ResNeXt',                # yml <architecture>.backbone
     depth=101, variant='d',            # yml ResNeXt.depth / variant
@@ -178,6 +186,7 @@ _2X_B16 = _sched(0.02, 16, 180000, (120000, 160000))
 # yml LinearWarmup steps 1000, start_factor 0.1 (the x101 / se154 ymls)
 _W1000 = dict(warmup_steps=1000, warmup_factor=0.1)
 _270E = _sched(0.001, 64, 500200, (400000, 450000), warmup_steps=4000, warmup_factor=0.0)
+_YOLO_VOC = _sched(0.001, 64, 70000, (55000, 62000), warmup_steps=1000, warmup_factor=0.0)
 _S1X_B8 = _sched(0.01, 8, 260000, (200000, 240000), **_W1000)  # se154 ymls: max_iters 260000
 
 ZOO = {
@@ -210,6 +219,9 @@ ZOO = {
     'yolov3_darknet': dict(_YOLO, **_270E),
     'yolov3_mobilenet_v1': dict(_YOLO_MOBILENET, **_270E),
     'yolov3_r34': dict(_YOLO_R34, **_270E),
+    'yolov3_darknet_voc': dict(_YOLO, **_YOLO_VOC, **_VOC),
+    'yolov3_mobilenet_v1_voc': dict(_YOLO_MOBILENET, **_YOLO_VOC, **_VOC),
+    'yolov3_r34_voc': dict(_YOLO_R34, **_YOLO_VOC, **_VOC),
     'faster_rcnn_x101_vd_64x4d_fpn_1x': _fpn(1, **dict(_1X_B8, **_W1000), **_X101_VD),
     'faster_rcnn_x101_vd_64x4d_fpn_2x': _fpn(1, **dict(_2X_B8, **_W1000), **_X101_VD),
     'mask_rcnn_x101_vd_64x4d_fpn_1x': _fpn(1, **_MASK_FPN, **dict(_1X_B8, **_W1000),
@@ -233,13 +245,16 @@ KNOWN_DIFFERENCES = {
 
 # Paddle facts detx fixes in code, not in the config: read() raises KeyError for them.
 NOT_IN_CONFIG = {
-    ('yolov3_darknet', 'norm'): 'detx.models.layers ConvBN: trainable BatchNorm with '
-                                'statistics over the whole jitted batch (= sync_bn)',
+    **{(r, 'norm'): 'detx.models.layers ConvBN: trainable BatchNorm with '
+                    'statistics over the whole jitted batch (= sync_bn)'
+       for r in ('yolov3_darknet', 'yolov3_darknet_voc')},
     **{(r, 'norm_decay'): 'detx.optim.kernel_decay_mask: L2 on conv / fc kernels only, '
                           'never on norm scales and offsets (norm_decay 0)'
-       for r in ('yolov3_mobilenet_v1', 'yolov3_r34')},
-    ('yolov3_mobilenet_v1', 'conv_learning_rate'): 'no backbone conv lr multiplier: every '
-                                                   'conv at 1.0, the default this yml keeps',
+       for r in ('yolov3_mobilenet_v1', 'yolov3_r34', 'yolov3_mobilenet_v1_voc',
+                 'yolov3_r34_voc')},
+    **{(r, 'conv_learning_rate'): 'no backbone conv lr multiplier: every '
+                                  'conv at 1.0, the default this yml keeps'
+       for r in ('yolov3_mobilenet_v1', 'yolov3_mobilenet_v1_voc')},
 }
 
 
@@ -320,7 +335,9 @@ _YOLO_PATHS = dict(
     nms_top_k='model.nms.nms_top_k', nms_keep_top_k='model.nms.keep_top_k',
     conf_thresh='model.conf_thresh', train_sizes='data.train_sizes', test_size='eval.size',
     mixup_epochs='data.mixup_epochs', max_boxes='data.max_boxes',
-    conv_group_scale='model.backbone.scale', with_extra_blocks='model.backbone.extra_blocks')
+    conv_group_scale='model.backbone.scale', with_extra_blocks='model.backbone.extra_blocks',
+    num_classes='model.num_classes', metric='eval.metric', map_type='eval.map_type',
+    dataset='data.name')
 _NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
 
 
@@ -348,6 +365,10 @@ def read(config, fact):
     return _NORMS.get(m.backbone.norm, m.backbone.norm)
   if fact == 'backbone':
     return _paddle_backbone(m.backbone)
+  if fact in ('train_set', 'eval_set'):  # the VOC lists a split name reads
+    from detx.data import voc
+    split = config.data.train_split if fact == 'train_set' else config.eval.split
+    return '+'.join(f'{folder}_{name}' for folder, name in voc.parse_split(split))
   if fact == 'anchor_strides' and m.name != 'yolov3':
     return tuple(2 ** level for level in _levels(m))
   if rcnn and fact == 'anchor_sizes':  # FPN: anchor sizes[0] on the first level, x2 per level

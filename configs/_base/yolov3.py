@@ -6,6 +6,11 @@ Batch 64 (8 GPUs x 8 images), lr 0.001, 500.2k iterations, x0.1 at 400k and 450k
 the first 250 epochs, label smoothing; test at 608. Every YOLOv3 yml trains its whole
 backbone with (sync) BatchNorm: norm 'sync_bn', freeze_norm False, freeze_at 0 (DarkNet
 ignores these keys; yolov3_r34.yml states them, MobileNet has no freezing).
+
+get_config('voc') is the *_voc.yml rows' base: Pascal VOC (data.dir the parent of
+VOCdevkit/; train on 07+12 trainval, evaluate on 07 test), 20 classes, label_smooth
+false, metric VOC (11point mAP@0.5), 70k iterations x0.1 at 55k and 62k, warmup 1000
+from 0 (the yolo_voc preset); every other number as COCO's.
 """
 from detx import config as base
 
@@ -13,7 +18,7 @@ COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
                 (116, 90), (156, 198), (373, 326))
 
 
-def get_config():
+def get_config(dataset='coco'):
   c = base.default()
   m = c.model
   m.name = 'yolov3'
@@ -41,4 +46,8 @@ def get_config():
   c.optim.base_lr = 0.001
   c.optim.momentum = 0.9
   c.optim.weight_decay = 5e-4
+  if dataset == 'voc':
+    m.num_classes, m.label_smooth = 20, False
+    c.data.name, c.eval.metric, c.train.best_metric = 'voc', 'voc', 'voc/mAP'
+    return base.set_schedule(c, 'yolo_voc')
   return base.set_schedule(c, '270e')
