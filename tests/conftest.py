@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.wheel_env import installed_wheel  # noqa: F401 (session: a wheel of the repo in a fresh venv)
+
 _cache = os.environ.get('DETX_TEST_JAX_CACHE', str(Path(tempfile.gettempdir()) / 'detx_test_jax_cache'))
 if _cache:
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _cache)

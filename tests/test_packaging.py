@@ -2,6 +2,7 @@
 as well as by path; the metadata's version ranges admit the lock file's pins; and, slow,
 a wheel built from this checkout, installed in a fresh virtualenv, trains and evaluates
 the quickstart from a directory outside the clone."""
+import os
 import subprocess
 import sys
 import tomllib
@@ -110,3 +111,34 @@ def test_license_and_notice():
   notice = (ROOT / 'NOTICE').read_text()
   assert 'PaddleDetection' in notice and 'Apache License, Version 2.0' in notice
   assert _pyproject()['project']['license'] == {'text': 'Apache-2.0'}
+
+
+@pytest.mark.slow
+def test_the_wheel_trains_and_evaluates_the_quickstart_outside_the_clone(
+    installed_wheel, shapes_dir, tmp_cache, tmp_path):
+  """The installed wheel (tests/wheel_env.py), run from a directory outside the clone
+  with --config=quickstart: 2 training steps and the evaluation that ends the run (the
+  notebook test runs --mode=eval with the same wheel)."""
+  from detx import metrics
+  from tests.helpers import TINY_ARGS
+  assert not tmp_path.resolve().is_relative_to(ROOT)
+  env = installed_wheel.env()
+  where = subprocess.run([str(installed_wheel.python), '-c',
+                          'import detx.config as c; print(c.CONFIG_DIR)'],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+  assert Path(where.stdout.strip()) == (
+      installed_wheel.prefix / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}'
+      / 'site-packages' / 'detx' / 'configs')
+  workdir = tmp_path / 'run'
+  argv = [str(installed_wheel.python), '-m', 'detx.main', '--config=quickstart',
+          f'--workdir={workdir}', f'--config.data.dir={shapes_dir}',
+          f'--config.data.cache_dir={tmp_cache}', *TINY_ARGS, '--config.train.steps=2',
+          '--config.eval.limit=4',
+          f'--config.compile_cache={os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}']
+  r = subprocess.run([*argv, '--mode=train_and_eval'], cwd=tmp_path, env=env,
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  assert 'Traceback' not in r.stderr, r.stderr[-3000:]
+  rows = metrics.read_metrics(workdir)
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2]
+  assert any('bbox/AP50' in r and r['step'] == 2 for r in rows), rows
