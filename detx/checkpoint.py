@@ -144,3 +144,47 @@ def restore_variables(path, target=None):
     return mgr.restore(int(step_dir.name), args=ocp.args.StandardRestore(target))
   finally:
     mgr.close()
+
+
+def saved_steps(workdir) -> dict[int, Path]:
+  """{step: step directory} of WORKDIR's checkpoints/ and checkpoints_best/ (the
+  former where a step is in both)."""
+  found = {}
+  for name in ('checkpoints_best', 'checkpoints'):
+    d = Path(workdir).expanduser() / name
+    if d.is_dir():
+      found.update({int(p.name): p for p in d.iterdir()
+                    if p.name.isdigit() and (p / 'default').is_dir()})
+  return dict(sorted(found.items()))
+
+
+def best_step(workdir, metric: str) -> int | None:
+  """The saved step with the highest `metric` (train.best_metric) that metrics.jsonl
+  records for it (a step's last evaluation counts); None when no saved step has one."""
+  from detx.metrics import read_metrics
+  recorded = {int(row['step']): row[metric] for row in read_metrics(workdir) if metric in row}
+  scored = [(recorded[s], s) for s in saved_steps(workdir) if s in recorded]
+  return max(scored)[1] if scored else None
+
+
+def select(workdir, step: str = '', metric: str = 'bbox/AP') -> Path:
+  """The step directory `--step` names: '' or 'latest' the latest checkpoint (find),
+  N that step, 'best' best_step(workdir, metric). WorkdirError listing the saved steps
+  when there is no such checkpoint."""
+  step = str(step).strip()
+  if step in ('', 'latest'):
+    return find(workdir)
+  saved = saved_steps(workdir)
+  present = ', '.join(map(str, saved)) or 'none'
+  if step == 'best':
+    best = best_step(workdir, metric) if metric else None
+    if best is None:
+      raise WorkdirError(f'--step=best: no saved step of {workdir} has {metric or "a metric"} '
+                         f'in metrics.jsonl (evaluate one with --step=N; steps present: '
+                         f'{present})')
+    return saved[best]
+  if not step.isdigit():
+    raise WorkdirError(f'--step={step}: give a step number, best or latest')
+  if int(step) not in saved:
+    raise WorkdirError(f'no checkpoint of step {step} in {workdir}; steps present: {present}')
+  return saved[int(step)]

@@ -26,6 +26,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, met
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train', 'eval', 'train_and_eval', 'predict'],
                           'What to run.')
 _INPUT = flags.DEFINE_string('input', None, 'predict mode: an image or a directory of images.')
+_STEP = flags.DEFINE_string('step', '', 'eval mode: the checkpoint to evaluate: a step N, '
+                            '"best" (the saved step with the highest train.best_metric in '
+                            'metrics.jsonl) or "latest" (the default).')
 flags.DEFINE_bool('debug', False, 'Show the traceback of a user mistake (or DETX_DEBUG=1).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -36,9 +39,13 @@ def main(argv):
   workdir = os.path.expanduser(_WORKDIR.value)
   from detx import workdir as wd
   wd.check_path(workdir)
+  if _STEP.value and _MODE.value != 'eval':
+    raise errors.UserError(f'--step is for --mode=eval, not --mode={_MODE.value}')
+  step_dir = None
   if _MODE.value in ('eval', 'predict'):
     from detx import checkpoint
-    checkpoint.find(workdir)  # before jax and the model: a missing checkpoint is one line
+    # before the model: a missing checkpoint or step is one line
+    step_dir = checkpoint.select(workdir, _STEP.value, config.train.best_metric)
   if _MODE.value == 'predict' and not _INPUT.value:
     raise errors.UserError('--mode=predict needs --input=IMAGE_OR_DIR')
   logging.set_verbosity(logging.WARNING)  # orbax/tfds info lines; detx prints its own progress
@@ -55,7 +62,7 @@ def main(argv):
                                  config, config_flags.get_config_filename(flags.FLAGS['config'])))
   elif _MODE.value == 'eval':
     from detx import evaluation
-    evaluation.evaluate_checkpoint(config, workdir)
+    evaluation.evaluate_checkpoint(config, workdir, step_dir)
   else:
     from detx import predict
     predict.run(config, workdir, _INPUT.value, os.path.join(workdir, 'predictions'))

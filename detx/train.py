@@ -309,8 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             final or (config.eval.every and step % config.eval.every == 0)):
           result = evaluation.evaluate(config, module, state.variables(), mesh, eval_step,
                                        dataset=eval_set, writer=writer, step=step)
-          print('detx: eval ' + json.dumps({k: round(v, 4) for k, v in result.items()
-                                            if k.startswith(('bbox/AP', 'segm/AP', 'voc/'))}), flush=True)
+          print('detx: eval ' + json.dumps(evaluation.headline(result)), flush=True)
           best.offer(step, state.as_dict(), result)
         if stop.requested:  # the signal may land after this step's save decision
           ckpt.save(step, state.as_dict())

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from detx.evaluation.report import Report, per_class_key
 from detx.evaluation.results import coco_results
 
 __all__ = ['COCO_STAT_NAMES', 'CocoEvaluator', 'load_coco']
@@ -81,13 +84,14 @@ class CocoEvaluator:
                              else sorted({int(i) for i in image_ids}))
     self._gt_image_ids = set(self.coco_gt.getImgIds())
     self.coco_evals: dict[str, Any] = {}
+    self.summaries: dict[str, list[str]] = {}
     self.reset()
 
   def reset(self):
     """Drops every accumulated detection."""
     self._results = {t: [] for t in self.iou_types}
     self._seen_image_ids: set[int] = set()
-    self.coco_evals = {}
+    self.coco_evals, self.summaries = {}, {}
 
   @property
   def image_ids(self) -> list[int]:
@@ -152,11 +156,12 @@ class CocoEvaluator:
     from pycocotools.cocoeval import COCOeval
     image_ids = self.image_ids
     metrics = {}
-    self.coco_evals = {}
+    self.coco_evals, self.summaries = {}, {}
     for iou_type in self.iou_types:
       results = self._results[iou_type]
       if not results or not image_ids:
         stats = [0.0] * len(COCO_STAT_NAMES)
+        self.summaries[iou_type] = [f'no {iou_type} detections: every stat is 0']
       else:
         with quiet(self.verbose):
           # loadRes annotates its input dicts in place: hand it copies.
@@ -165,7 +170,12 @@ class CocoEvaluator:
           coco_eval.params.imgIds = image_ids
           coco_eval.evaluate()
           coco_eval.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
           coco_eval.summarize()
+        self.summaries[iou_type] = summary.getvalue().splitlines()
+        if self.verbose:
+          print(summary.getvalue(), end='')
         self.coco_evals[iou_type] = coco_eval
         stats = [float(s) for s in coco_eval.stats]
       for name, value in zip(COCO_STAT_NAMES, stats):
@@ -181,3 +191,43 @@ class CocoEvaluator:
     with open(path, 'w') as f:
       json.dump(self._results[iou_type], f)
     return path
+
+  def write_results(self, directory) -> list[str]:
+    """DIRECTORY/<iou type>.json for each iou type (bbox.json, segm.json): COCO results
+    with the dataset's category ids, as the COCO test-dev server takes them."""
+    return [self.write_json(Path(directory) / f'{t}.json', t) for t in self.iou_types]
+
+  def report(self, class_names: Sequence[str]) -> Report:
+    """The report of the last ``evaluate``: pycocotools' summary per iou type; per
+    class (``class_names[i]`` names contiguous class i), AP (IoU .50:.95) and AP50 over
+    all areas at 100 detections, from ``COCOeval.eval['precision']``; the
+    precision-recall curve at IoU 0.5 of each class with ground truth."""
+    ap = {}  # (iou type, contiguous class) -> (AP, AP50)
+    curves = {}
+    for iou_type in self.iou_types:
+      curves[f'{iou_type} IoU=0.50'] = panel = {}
+      coco_eval = self.coco_evals.get(iou_type)
+      if coco_eval is None:  # no detections: 0 where there is ground truth
+        with_gt = {a['category_id'] for a in self.coco_gt.loadAnns(self.coco_gt.getAnnIds(
+            imgIds=self.image_ids, iscrowd=False))}
+        for k, cat in enumerate(self.category_ids):
+          ap[iou_type, k] = (0.0, 0.0) if int(cat) in with_gt else (math.nan, math.nan)
+        continue
+      precision = coco_eval.eval['precision'][:, :, :, 0, -1]  # [IoU, recall, class]
+      column = {int(c): i for i, c in enumerate(coco_eval.params.catIds)}
+      for k, cat in enumerate(self.category_ids):
+        p = precision[:, :, column[int(cat)]] if int(cat) in column else np.full((1, 1), -1.)
+        if (p < 0).all():
+          ap[iou_type, k] = (math.nan, math.nan)
+          continue
+        ap[iou_type, k] = (float(p[p > -1].mean()), float(np.clip(p[0], 0, None).mean()))
+        panel[class_names[k]] = (np.asarray(coco_eval.params.recThrs), np.clip(p[0], 0, None))
+    rows = {name: sum((ap[t, k] for t in self.iou_types), ())
+            for k, name in enumerate(class_names)}
+    per_class = {per_class_key(f'{t}/AP', name): ap[t, k][0]
+                 for t in self.iou_types for k, name in enumerate(class_names)
+                 if not math.isnan(ap[t, k][0])}
+    summary = [f'{t}: {line.strip()}' for t in self.iou_types for line in self.summaries[t]]
+    return Report(summary=summary,
+                  columns=tuple(f'{t} {s}' for t in self.iou_types for s in ('AP', 'AP50')),
+                  rows=rows, curves=curves, per_class=per_class)

@@ -4,9 +4,12 @@
 padded to its fixed shapes), pastes masks for mask models, feeds the evaluator that
 ``config.eval.metric`` names in ``EVALUATORS`` and returns its metrics (``bbox/AP``,
 ``segm/AP``, ``voc/mAP``, ...) with ``eval/images``, ``eval/img_per_s`` and the compile
-counts; ``evaluate_checkpoint`` does that for the latest checkpoint of a workdir.
+counts, and the evaluator's per-class AP; ``evaluate_checkpoint`` does that for a
+checkpoint of a workdir (detx.checkpoint.select: the latest, a step, the best) and
+prints the full report (detx.evaluation.report).
 """
 import time
+from pathlib import Path
 
 import flax
 import jax
@@ -15,7 +18,7 @@ from jax.experimental import multihost_utils
 from detx import checkpoint, metrics, sharding
 from detx.errors import ConfigError
 from detx.data import loader, pipelines
-from detx.evaluation import voc
+from detx.evaluation import report, voc
 from detx.evaluation.coco import CocoEvaluator
 from detx.models.base import build_model, family, model_inputs
 from detx.optim import make_optimizer
@@ -61,8 +64,10 @@ def pasted_masks(dets, valid, orig_size) -> list:
 
 
 def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
-             step=0) -> dict:
-  """eval.metric of `variables` on eval.split (the first eval.limit images)."""
+             step=0, report_dir=None) -> dict:
+  """eval.metric of `variables` on eval.split (the first eval.limit images), with the
+  per-class AP (report.per_class_key). `report_dir`: also print the full report and
+  write it there with the detections and the precision-recall image (report.publish)."""
   if dataset is None:
     dataset = loader.build(config, config.eval.split)
     loader.check_num_classes(config, dataset, evaluating=True)
@@ -97,6 +102,9 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
         drawn += [(seen - int(batch['valid'].sum()) + i, {k: v[i] for k, v in dets.items()})
                   for i in range(len(valid)) if batch['valid'][i]][:config.eval.draw_images - len(drawn)]
   results = evaluator.evaluate()
+  summary = (evaluator.report(dataset.category_names) if hasattr(evaluator, 'report')
+             else report.plain(results))
+  results.update(summary.per_class)
   for index, det in drawn:  # the same first val images at every evaluation
     keep = det['valid']
     image = draw_detections(dataset[index]['image'], det['boxes'][keep], det['scores'][keep],
@@ -107,6 +115,8 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
   results.update(metrics.compile_counts())
   if writer is not None:
     writer.write(step, results)
+  if report_dir is not None and jax.process_index() == 0:
+    report.publish(summary, evaluator, report_dir, writer, step)
   return results
 
 
@@ -122,11 +132,13 @@ def restore_state(config, checkpoint_path, mesh):
   return module, state
 
 
-def evaluate_checkpoint(config, workdir) -> dict:
-  """Evaluates the latest checkpoint in WORKDIR. A missing checkpoint is refused before
-  the model is built; keys that differ from WORKDIR/config.json are printed."""
+def evaluate_checkpoint(config, workdir, step_dir=None) -> dict:
+  """Evaluates a checkpoint of WORKDIR (`step_dir`, from checkpoint.select; default the
+  latest) and publishes the full report in WORKDIR/eval/<step>/. A missing checkpoint
+  is refused before the model is built; keys that differ from WORKDIR/config.json are
+  printed."""
   from detx import workdir as wd
-  step_dir = checkpoint.find(workdir)
+  step_dir = step_dir or checkpoint.find(workdir)
   changes = wd.check_config(config, workdir, refuse=False)
   if changes:
     print(f'detx: config differs from {workdir}/config.json in {wd.describe(changes, 20)}',
@@ -135,9 +147,11 @@ def evaluate_checkpoint(config, workdir) -> dict:
   mesh = sharding.make_mesh()
   module, state = restore_state(config, step_dir, mesh)
   writer = metrics.MetricWriter(workdir)
+  step = int(jax.device_get(state.step))
+  print(f'detx: evaluating {step_dir} (step {step})', flush=True)
   try:
-    result = evaluate(config, module, state.variables(), mesh, writer=writer,
-                      step=int(jax.device_get(state.step)))
+    result = evaluate(config, module, state.variables(), mesh, writer=writer, step=step,
+                      report_dir=Path(workdir) / 'eval' / str(step))
   finally:
     writer.close()
   return result
