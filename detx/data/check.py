@@ -1,12 +1,13 @@
-r"""Checks a COCO-format dataset the way a config would read it, without
-preparing it.
+r"""Checks a COCO-format or VOC dataset (data.name='voc') the way a config would read
+it, without preparing it.
 
   python -m detx.data.check --config=configs/yolov3_darknet.py \
       --config.data.dir=/data/coco [--split=train|val|both] [--nodecode]
 
 Per split (``train`` = config.data.train_split, ``val`` = config.eval.split,
 ``both`` the two; any other value is a split name) it reads the annotation
-json and every image file directly, with the same checks preparing uses
+json (VOC: the split's list files and every XML file, detx/data/voc.py: malformed XML,
+unknown class names, boxes outside the image) and every image file directly, with the same checks preparing uses
 (detx/data/annotations.py, images.py), and prints what it found and what preparing will do
 under the config's bad-data switches (data.bad_boxes, data.exif,
 data.bad_images, data.empty_images): each converted / dropped item with its
@@ -28,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from detx.data import annotations, bad_data, images as image_files, loader
+from detx.data import annotations, bad_data, images as image_files, loader, voc
 
 # Error kinds (annotations.scan_annotations / images.iter_images) -> (what, way out).
 ERROR_KINDS = {
@@ -36,6 +37,8 @@ ERROR_KINDS = {
                 'image', "fix them or set data.bad_boxes='drop'"),
     'unknown_category': ('annotations with an unknown category id',
                          "fix them or set data.bad_boxes='drop'"),
+    'bad_xml': ('malformed or incomplete VOC annotation files (or missing ones)',
+                'fix or restore them, or remove their ids from the list file'),
     'unknown_image': ('annotations of an image id missing from "images"',
                       'fix the annotation file'),
     'bad_image_size': ('images with a non-positive size in the json',
@@ -73,9 +76,13 @@ def check_split(config, split: str, verify: bool = True) -> dict[str, Any]:
   try:
     result['options'] = options = loader.data_options(config, split)
     data_dir = loader.source_dir(config)
-    ann, img_dir = annotations.check_layout(data_dir, split)
-    result['ann_file'] = str(ann)
-    parsed = annotations.scan_annotations(ann, options['bad_boxes'])
+    if config.data.name == 'voc':
+      parsed = voc.scan(data_dir, split, options['bad_boxes'])
+      img_dir, result['ann_file'] = parsed['img_dir'], '+'.join(parsed['lists'])
+    else:
+      ann, img_dir = annotations.check_layout(data_dir, split)
+      result['ann_file'] = str(ann)
+      parsed = annotations.scan_annotations(ann, options['bad_boxes'])
   except (bad_data.DataError, ValueError) as e:
     result['fatal'] = str(e)
     return result
