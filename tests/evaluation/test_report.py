@@ -76,6 +76,35 @@ def test_coco_report_per_class_matches_single_category_cocoeval(val_coco):
       k: round(v, 4) for k, v in metrics.items() if k.startswith('bbox/AP')}
 
 
+@pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
+def test_coco_report_and_results_json_with_masks(val_coco, tmp_path):
+  """A mask model's report: bbox and segm columns and curves, bbox.json and segm.json
+  (RLE) that loadRes accepts; the ground truth as detections scores 1 per class."""
+  coco, cats = val_coco, sorted(val_coco.getCatIds())
+  ids = [i for i in sorted(coco.getImgIds()) if coco.getAnnIds(imgIds=[i], iscrowd=False)][:6]
+  image_ids, boxes, scores, classes, valid = gt_as_detections(coco, cats, ids)
+  masks = [[coco.annToRLE(a) for a in coco.loadAnns(coco.getAnnIds(imgIds=[i], iscrowd=False))]
+           for i in ids]
+  masks = [m + [None] * (boxes.shape[1] - len(m)) for m in masks]
+  ev = CocoEvaluator(coco, cats, iou_types=('bbox', 'segm'))
+  ev.add(image_ids, boxes, scores, classes, valid, masks=masks)
+  ev.evaluate()
+  rep = ev.report([coco.cats[c]['name'] for c in cats])
+  assert rep.columns == ('bbox AP', 'bbox AP50', 'segm AP', 'segm AP50')
+  assert set(rep.curves) == {'bbox IoU=0.50', 'segm IoU=0.50'}
+  assert sum(l.startswith('segm: Average Precision') for l in rep.summary) == 6
+  scored = [v for v in rep.rows.values() if not math.isnan(v[0])]
+  assert scored and all(v == pytest.approx((1, 1, 1, 1)) for v in scored)
+  assert any(k.startswith('segm/AP/') for k in rep.per_class)
+  paths = ev.write_results(tmp_path)
+  assert [p.rsplit('/', 1)[1] for p in paths] == ['bbox.json', 'segm.json']
+  segm = json.loads((tmp_path / 'segm.json').read_text())
+  assert set(segm[0]) == {'image_id', 'category_id', 'segmentation', 'score'}
+  with quiet():
+    for p in paths:
+      assert len(coco.loadRes(p).getAnnIds()) == int(valid.sum())
+
+
 def _fake_workdir(tmp_path, saved, best_saved=(), evaluated=()):
   for d, steps in (('checkpoints', saved), ('checkpoints_best', best_saved)):
     for s in steps:
