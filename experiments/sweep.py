@@ -319,9 +319,10 @@ def write_summary(workdir: Path, grid_keys, runs: list['Run']):
   for row in table:
     w.writerow(['' if v is None else v for v in row])
   _write(workdir / 'summary.csv', buf.getvalue())
-  # The markdown keeps the AP columns (and the error column when a run failed); the CSV has all.
+  # The markdown keeps the dataset-wide AP columns (and the error column when a run failed),
+  # not the per-class ones (bbox/AP/<class>); the CSV has all.
   shown = [i for i, k in enumerate(head)
-           if not (k.startswith(EVAL_PREFIXES) and '/AP' not in k)
+           if not (k.startswith(EVAL_PREFIXES) and ('/AP' not in k or k.count('/') > 1))
            and (k != 'error' or any(r.error for r in runs))]
   cell = lambda v: _fmt(v).replace('|', '\\|')
   md = ['# Sweep summary', '',

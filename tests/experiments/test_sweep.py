@@ -139,7 +139,7 @@ with open(workdir / 'metrics.jsonl', 'a') as f:
     (ckpts / str(stop)).mkdir(parents=True)
   if stop == steps:
     f.write(json.dumps({'step': steps, 'bbox/AP': 0.25, 'bbox/AP50': 0.5, 'bbox/AR1': 0.1,
-                        'eval/images': 8}) + '\\n')
+                        'bbox/AP/person': 0.3, 'eval/images': 8}) + '\\n')
 '''
 
 
@@ -178,6 +178,7 @@ def test_sweep_fails_one_run_resumes_and_skips_with_a_fake_main(tmp_path, monkey
   assert 'resuming from step 2' in log and 'fake: start 2' in log
   md = (workdir / 'summary.md').read_text()
   assert '2/2 done' in md and 'bbox/AP50' in md and 'bbox/AR1' not in md  # AR in the CSV only
+  assert 'bbox/AP/person' not in md and float(rows['base_lr=0.1']['bbox/AP/person']) == 0.3
   assert len(calls()) == 4
 
   # 3. Re-run: both finished runs are skipped, nothing is started.
