@@ -170,3 +170,23 @@ def test_labels_file(tmp_path, tmp_cache):
   (root / 'label_list.txt').write_text('wheel\n')
   with pytest.raises(DataError, match=r"2007_test_0.xml: object 1 \(door\) is not a known class.*label_list"):
     loader.Dataset(root, 'val', cache_dir=str(tmp_cache), name='voc')
+
+
+def test_yolo_pipeline_reads_voc(voc_tiny, data_config):
+  """A VOC config's data path: loader.build by data.name, YOLO train and eval batches."""
+  from detx.data import pipelines
+  c = data_config(voc_tiny, **{'data.name': 'voc', 'data.train_split': 'voc2007_trainval',
+                               'data.train_limit': 4, 'eval.limit': 3, 'data.max_size': 64,
+                               'data.train_sizes': (64,), 'data.mixup_epochs': 0,
+                               'train.batch_size': 2, 'eval.batch_size': 2, 'eval.size': 64})
+  train_ds, val_ds = loader.build(c, c.data.train_split), loader.build(c, c.eval.split)
+  assert (len(train_ds), len(val_ds)) == (4, 3) and val_ds.split == 'val'
+  pipeline = pipelines.for_config(c)
+  it = pipeline.train_iterator(train_ds)
+  batch = next(it)
+  it.close()
+  assert batch['image'].shape[:3] == (2, 64, 64) and batch['box_mask'].any()
+  with pipeline.eval_iterator(val_ds) as batches:
+    evals = list(batches)
+  assert [b['valid'].tolist() for b in evals] == [[True, True], [True, False]]
+  assert [int(i) for b in evals for i in b['image_id'][b['valid']]] == [0, 1, 2]
