@@ -191,7 +191,8 @@ def test_required_flags_and_bad_paths_are_one_line(tmp_path, capsys):
   tiny_config(tmp_path)  # the shapes data
   line = _refused(capsys, argv + [f'--config.model.pretrained={tmp_path / "nowhere"}',
                                   '--config.train.steps=1', '--mode=train'])
-  assert line == f'detx: model.pretrained: {tmp_path / "nowhere"} does not exist'
+  assert line == (f'detx: model.pretrained: {tmp_path / "nowhere"} does not exist; '
+                  "or pass --config.model.pretrained='' to start from random weights")
   assert not (tmp_path / 'run' / 'config.json').exists()  # refused before writing
 
 
