@@ -42,8 +42,8 @@ def default() -> ml_collections.ConfigDict:
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
       augment='full', cache_dir='', shuffle=True, bad_boxes='error',
       exif='ignore', bad_images='error', empty_images='keep',
-      # the R-CNN pipeline (detx.data.pipelines.rcnn): resize, padding, GT mask crops
-      short_side=800, long_side=1333, pad_multiple=32, mask_size=112,
+      # the R-CNN pipeline (detx.data.pipelines.rcnn): resize, padding
+      short_side=800, long_side=1333, pad_multiple=32,
       keep_crowd=False, buckets=())  # buckets: explicit [h, w] pad shapes; () = derived
   # eval.metric: 'coco' (bbox, + segm for mask models) or 'voc' (voc/mAP at IoU 0.5,
   # eval.map_type '11point' or 'integral'); detx.evaluation.EVALUATORS.

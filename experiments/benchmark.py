@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 from detx import config as cfg  # noqa: E402
 from detx import evaluation, sharding, train  # noqa: E402
 from detx.data import loader, pipelines as input_pipelines  # noqa: E402
+from detx.data.transforms import rcnn as rcnn_transforms  # noqa: E402
 from detx.models.base import build_model  # noqa: E402
 
 # model: (train sizes, inference sizes, train batch, inference batch)
@@ -201,8 +202,9 @@ def rcnn_batch(config, n: int, rng, num_boxes: int = 10) -> dict:
     batch['boxes'][i, :k] = np.concatenate([xy, np.minimum(xy + wh, (w - 1, h - 1))], -1)
     batch['classes'][i, :k] = rng.integers(0, config.model.num_classes, k)
     batch['box_mask'][i, :k] = True
-    if 'gt_masks' in batch:
-      batch['gt_masks'][i, :k] = 1
+    if 'gt_polys' in batch:  # each instance's polygon: its box (original pixels)
+      rcnn_transforms.box_polygons(batch['boxes'][i, :k] / batch['scale'][i],
+                                   batch['gt_polys'][i], batch['gt_poly_ids'][i])
   return batch
 
 
@@ -301,7 +303,7 @@ class TorchvisionPeer:
       boxes = boxes[keep].astype(np.float32)
       target = {'boxes': torch.from_numpy(boxes),
                 'labels': torch.from_numpy(batch['classes'][i][keep].astype(np.int64) + 1)}
-      if 'gt_masks' in batch:  # torchvision wants whole-image masks: the boxes, filled
+      if 'gt_polys' in batch:  # torchvision wants whole-image masks: the boxes, filled
         masks = np.zeros((len(boxes), h, w), np.uint8)
         for j, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
           masks[j, y0:y1 + 1, x0:x1 + 1] = 1

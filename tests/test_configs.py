@@ -18,6 +18,7 @@ import pytest
 
 from detx import config as cfg
 from detx import schedules
+from detx.data.transforms import rcnn as T
 from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.train import make_optimizer
@@ -82,18 +83,21 @@ def _rcnn_batch(c, b=2, g=4):
   boxes[:, 0] = [8, 10, 60, 50]
   boxes[:, 1] = [30, 20, 100, 90]
   boxes[:, 2] = [5, 40, 40, 92]
-  m = c.data.get('mask_size', 28)
-  masks = np.zeros((b, g, m, m), np.uint8)
-  masks[:, :, m // 4:, : 3 * m // 4] = 1
+  scale = np.array([0.2, 0.25][:b], np.float32)
+  polys = np.zeros((b, g, 8, 2), np.float32)
+  ids = np.full((b, g, 8), -1, np.int32)
+  for i in range(b):  # each GT's polygon: its box, in original pixels
+    T.box_polygons(boxes[i, :3] / scale[i], polys[i], ids[i])
   return {
       'image': jnp.asarray(np.random.default_rng(0).normal(size=(b, h, w, 3)), jnp.float32),
       'image_hw': jnp.array([[96, 128], [90, 120]][:b], jnp.int32),
-      'scale': jnp.array([0.2, 0.25][:b], jnp.float32),
+      'scale': jnp.asarray(scale),
       'boxes': jnp.asarray(boxes),
       'classes': jnp.array([[1, 5, 7, 0]] * b, jnp.int32),
       'is_crowd': jnp.zeros((b, g), bool).at[:, 2].set(True),
       'box_mask': jnp.array([[1, 1, 1, 0]] * b, bool),
-      'gt_masks': jnp.asarray(masks),
+      'gt_polys': jnp.asarray(polys),
+      'gt_poly_ids': jnp.asarray(ids),
       'orig_size': jnp.array([[480, 640], [360, 480]][:b], jnp.int32),
   }
 

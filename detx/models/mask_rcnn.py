@@ -1,6 +1,11 @@
 """Mask R-CNN (PADDLEDET_SPEC §2.4): Faster R-CNN (detx.models.rcnn) plus the mask branch,
 with the `mask` sub-config: resolution (output masks: FPN 28, C4 14), roi_resolution (FPN
-RoIAlign size for the mask head, 14), num_convs (FPN 4, C4 0), conv_dim (256).
+RoIAlign size for the mask head, 14), num_convs (FPN 4, C4 0), conv_dim (256), max_points
+/ max_polygons (the batch's polygon budget per instance).
+
+Training targets are Paddle's generate_mask_labels (detx.ops.masks.polygon_mask_targets):
+each foreground RoI's best-overlapping non-crowd instance, its polygons rasterised in the
+RoI (gt_polys / gt_poly_ids, original pixels).
 
   mask_head MaskHead: C4 on the box head's res5 output (14x14 masks), FPN on 14x14
             RoIAlign features with 4 convs (28x28 masks)
@@ -14,13 +19,13 @@ import jax.numpy as jnp
 
 from detx.models.heads.mask_head import MaskHead, mask_loss, select_class
 from detx.models.rcnn import RCNN
-from detx.ops.masks import mask_targets
+from detx.ops.masks import polygon_mask_targets
 
 
 class MaskRCNN(RCNN):
   """Mask R-CNN: Faster R-CNN plus the mask branch (C4: res5 reuse, 14x14; FPN: 28x28)."""
   HAS_MASKS = True
-  TRAIN_KEYS = RCNN.TRAIN_KEYS + ('gt_masks',)
+  TRAIN_KEYS = RCNN.TRAIN_KEYS + ('gt_polys', 'gt_poly_ids')
 
   def setup_heads(self):
     super().setup_heads()
@@ -41,8 +46,11 @@ class MaskRCNN(RCNN):
     labels = t['labels'][:, :f]
     fg = (labels > 0) & t['valid'][:, :f]
     fg_rois = t['rois'][:, :f]
-    targets = mask_targets(batch['gt_masks'], batch['boxes'], fg_rois, t['matched_gt'][:, :f],
-                           self.cfg.mask.resolution)
+    mk = self.cfg.mask
+    candidates = batch['box_mask'] & ~batch['is_crowd'].astype(bool)
+    targets = polygon_mask_targets(batch['gt_polys'], batch['gt_poly_ids'], candidates,
+                                   jax.lax.stop_gradient(fg_rois), batch['scale'],
+                                   mk.resolution, mk.get('max_polygons', 64))
     if self.fpn:
       x = self.pool_masks(feats, fg_rois)
     else:  # the box head's res5 output of the foreground RoIs

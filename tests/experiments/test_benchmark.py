@@ -110,7 +110,11 @@ def test_rcnn_batch_matches_the_data_contract(name, pad, small):
   boxes = batch['boxes'][0][real]
   assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes[:, 2] < 1333).all() and (boxes[:, 3] < 800).all()
   if pipeline.with_masks:
-    assert batch['gt_masks'][0][real].all() and not batch['gt_masks'][0][~real].any()
+    ids = batch['gt_poly_ids'][0]
+    assert (ids[real][:, :4] == 0).all() and (ids[real][:, 4:] == -1).all()
+    assert (ids[~real] == -1).all()
+    np.testing.assert_allclose(batch['gt_polys'][0][real][:, 2],
+                               boxes[:, 2:] / batch['scale'][0], rtol=1e-6)
   labels = [(m, s, b) for m, s, b, _ in bench.plan(name, config)]
   label = f'{pad[0]}x{pad[1]}'
   assert labels == [('train', label, 1), ('infer', label, 1)]

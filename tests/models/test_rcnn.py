@@ -289,13 +289,17 @@ def test_final_decode_and_cascade_refine_do_not_clamp_like_paddle_box_coder():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-2)
 
 
-def _batch(b=2, g=4, mask_size=28):
+def _batch(b=2, g=4):
   boxes = np.zeros((b, g, 4), np.float32)
   boxes[:, 0] = [8, 10, 60, 50]
   boxes[:, 1] = [30, 20, 100, 90]
   boxes[:, 2] = [5, 40, 40, 92]
-  masks = np.zeros((b, g, mask_size, mask_size), np.uint8)
-  masks[:, :, 4:, :20] = 1
+  scale = np.array([0.2, 0.25], np.float32)
+  # Each GT's polygon: the left two thirds of its box, in original pixels.
+  x1, y1, x2, y2 = np.moveaxis(boxes / scale[:, None, None], -1, 0)
+  xm = x1 + (x2 - x1) * 2 / 3
+  polys = np.stack([np.stack(c, -1) for c in
+                    ((x1, y1), (xm, y1), (xm, y2), (x1, y2))], 2).astype(np.float32)
   return {
       'image': jnp.asarray(np.random.default_rng(0).normal(size=(b, 96, 128, 3)), jnp.float32),
       'image_hw': jnp.array([[96, 128], [90, 120]], jnp.int32),
@@ -304,7 +308,9 @@ def _batch(b=2, g=4, mask_size=28):
       'classes': jnp.array([[1, 5, 7, 0]] * b, jnp.int32),
       'is_crowd': jnp.zeros((b, g), bool),
       'box_mask': jnp.array([[1, 1, 1, 0]] * b, bool),
-      'gt_masks': jnp.asarray(masks),
+      'gt_polys': jnp.asarray(polys),
+      'gt_poly_ids': jnp.asarray(np.where(np.arange(g)[:, None] < 3, 0, -1)
+                                 * np.ones((b, g, 4), np.int32)),
       'orig_size': jnp.array([[480, 640], [360, 480]], jnp.int32),
   }
 

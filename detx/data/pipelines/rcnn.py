@@ -10,11 +10,13 @@ detx/data/transforms/rcnn.py). Batches::
   classes   int32   [B, G]    contiguous 0..C-1 (no background offset)
   is_crowd  bool    [B, G]    crowd GTs (only with data.keep_crowd)
   box_mask  bool    [B, G]    real boxes, crowd included
-  gt_masks  uint8   [B, G, M, M]  mask models only: each GT's mask in
-                              its own box frame (detx/data/masks.py)
+  gt_polys  float32 [B, G, V, 2]  mask models only: each GT's polygon
+                              vertices, original pixels (flipped with the
+                              image), polygons one after another
+  gt_poly_ids int32 [B, G, V]  the vertex's polygon in its GT, -1 padding
   orig_size int32   [B, 2];  image_id int64 [B];  valid bool [B]
 
-with G = data.max_boxes, M = data.mask_size. Pad shapes are
+with G = data.max_boxes, V = model.mask.max_points. Pad shapes are
 ``RcnnPipeline.buckets``. Training batches are aspect-grouped: each epoch a
 (seed, epoch) permutation is split into landscape (w >= h) and portrait
 images, each group is chunked into batches (the last chunk of a group is
@@ -138,15 +140,16 @@ class RcnnEvalExample:
     if index >= self.dataset.num_images:
       return T.padding_example(
           pad_shape, self.settings['max_boxes'], self.settings['with_masks'],
-          self.settings['mask_size'])
+          self.settings['mask_points'])
     return T.eval_example(self.dataset[index], pad_shape=pad_shape,
                           **self.settings)
 
 
 class RcnnPipeline(Pipeline):
   """data.short_side / long_side (capped by data.max_size), data.pad_multiple,
-  data.buckets, data.mask_size, data.keep_crowd, and GT masks when the model
-  family has masks (detx.models.base.family(config).has_masks), with the
+  data.buckets, data.keep_crowd, and GT polygons when the model family has
+  masks (at most model.mask.max_points vertices in model.mask.max_polygons
+  polygons per instance) (detx.models.base.family(config).has_masks), with the
   shared keys of :class:`Pipeline`."""
 
   name = 'rcnn'
@@ -160,7 +163,9 @@ class RcnnPipeline(Pipeline):
     self.pad_multiple = int(data.pad_multiple)
     self.explicit_buckets = [tuple(int(v) for v in b) for b in data.buckets]
     self.with_masks = family(config).has_masks
-    self.mask_size = int(data.mask_size)
+    mask = config.model.get('mask') or {}
+    self.mask_points = int(mask.get('max_points', 1024))
+    self.mask_polygons = int(mask.get('max_polygons', 64))
     self.keep_crowd = bool(data.keep_crowd)
 
   @property
@@ -168,7 +173,8 @@ class RcnnPipeline(Pipeline):
     """The transform settings (transforms.rcnn.transform keyword arguments)."""
     return dict(short_side=self.short_side, long_side=self.long_side,
                 max_boxes=self.max_boxes, with_masks=self.with_masks,
-                mask_size=self.mask_size, keep_crowd=self.keep_crowd)
+                mask_points=self.mask_points,
+                mask_polygons=self.mask_polygons, keep_crowd=self.keep_crowd)
 
   def buckets(self, mode: str = 'all', eval_batch_size: int | None = None
               ) -> list[tuple[int, int]]:
@@ -205,7 +211,7 @@ class RcnnPipeline(Pipeline):
     if pad_shape is None:
       pad_shape = self.buckets('eval')[0]
     return T.padding_example(pad_shape, self.max_boxes, self.with_masks,
-                             self.mask_size)
+                             self.mask_points)
 
   def eval_batch(self, images: Sequence[np.ndarray],
                  batch_size: int | None = None) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """The R-CNN / RetinaNet transforms (Paddle FasterRCNNTrainFeed /
 MaskRCNNTrainFeed and the eval feeds, PADDLEDET_SPEC.md section 4):
 
-  decode RGB -> flip (p=0.5; legacy boxes x' = W - x - 1, mask crops
-  mirrored) -> normalise (/255, ImageNet mean/std, on the full-resolution
+  decode RGB -> flip (p=0.5; legacy boxes and polygon vertices
+  x' = W - x - 1) -> normalise (/255, ImageNet mean/std, on the full-resolution
   HWC image, in Paddle's float order) -> resize (short side to
   `short_side`, long side capped at `long_side`, one common scale, cv2
   INTER_LINEAR with fx = fy = scale) -> zero-pad bottom/right into the
@@ -11,7 +11,9 @@ MaskRCNNTrainFeed and the eval feeds, PADDLEDET_SPEC.md section 4):
 Boxes come out in resized pixels (original * scale, legacy xyxy); Paddle
 keeps them in original pixels and multiplies by im_info's scale inside
 rpn_target_assign / generate_proposal_labels, which is the same numbers.
-Mask R-CNN targets are per-instance crops (detx/data/masks.py).
+Mask R-CNN carries each instance's polygons (`gt_polys`, `gt_poly_ids`, see
+`pack_polygons`) in original pixels, as Paddle's gt_segms; the device
+rasterises them in each RoI (detx/ops/masks.py).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from detx.data import masks as mask_lib
+from detx.data.bad_data import DataError
 from detx.data.transforms import augment_level, raw_targets
 
 # Paddle's NormalizeImage holds mean/std as float64 arrays and normalises a
@@ -139,8 +142,8 @@ def resize(image: np.ndarray, scale: float) -> np.ndarray:
 def transform(example: dict, *, short_side: int, long_side: int,
               pad_shape: Sequence[int], flip: bool = False,
               max_boxes: int = 100, with_masks: bool = False,
-              mask_size: int = 112, keep_crowd: bool = False
-              ) -> dict[str, Any]:
+              mask_points: int = 1024, mask_polygons: int = 64,
+              keep_crowd: bool = False) -> dict[str, Any]:
   """One raw example -> one R-CNN batch element padded to `pad_shape`.
 
   Crowd annotations are dropped unless `keep_crowd` (Paddle's coco_loader
@@ -157,16 +160,17 @@ def transform(example: dict, *, short_side: int, long_side: int,
                     example.get('image_id'), len(idx) - max_boxes, max_boxes)
     idx = idx[:max_boxes]
   boxes, labels, crowd = boxes[idx], labels[idx], crowd[idx]
-  gt_masks = None
+  polys = None
   if with_masks:
     segs = example.get('segmentation') or [''] * n
-    gt_masks = mask_lib.crop_masks([segs[i] for i in idx], boxes, mask_size,
-                                   height, width)
+    polys = [instance_polygons(segs[i], boxes[k], height, width)
+             for k, i in enumerate(idx)]
+    if flip:  # Paddle's flip_segms: x' = W - x - 1 (float64, then float32)
+      polys = [[np.stack([width - p[:, 0] - 1, p[:, 1]], 1) for p in inst]
+               for inst in polys]
   if flip:
     image = image[:, ::-1]
     boxes = flip_boxes_legacy(boxes, width)
-    if gt_masks is not None:
-      gt_masks = np.ascontiguousarray(gt_masks[:, :, ::-1])
   scale = im_scale(height, width, short_side, long_side)
   im = resize(normalize_image_paddle(image), scale)
   rh, rw = im.shape[:2]
@@ -175,7 +179,7 @@ def transform(example: dict, *, short_side: int, long_side: int,
     raise ValueError(
         f'image {example.get("image_id")} ({height}x{width}) resizes to '
         f'{rh}x{rw}, which does not fit its batch bucket {ph}x{pw}')
-  out = padding_example(pad_shape, max_boxes, with_masks, mask_size)
+  out = padding_example(pad_shape, max_boxes, with_masks, mask_points)
   out['image'][:rh, :rw] = im
   out.update(image_hw=np.array([rh, rw], np.int32), scale=np.float32(scale),
              orig_size=np.array([height, width], np.int32),
@@ -186,7 +190,8 @@ def transform(example: dict, *, short_side: int, long_side: int,
   out['is_crowd'][:k] = crowd
   out['box_mask'][:k] = True
   if with_masks:
-    out['gt_masks'][:k] = gt_masks
+    pack_polygons(polys, out['gt_polys'], out['gt_poly_ids'], mask_polygons,
+                  example.get('image_id'))
   return out
 
 
@@ -205,7 +210,7 @@ def eval_example(example: dict, **kwargs) -> dict[str, Any]:
 
 
 def padding_example(pad_shape: Sequence[int], max_boxes: int = 100,
-                    with_masks: bool = False, mask_size: int = 112
+                    with_masks: bool = False, mask_points: int = 1024
                     ) -> dict[str, Any]:
   """An all-zero R-CNN batch element with valid=False (eval padding);
   image_hw / orig_size are the pad shape and scale 1 (no degenerate sizes)."""
@@ -222,5 +227,57 @@ def padding_example(pad_shape: Sequence[int], max_boxes: int = 100,
       image_id=np.int64(-1),
       valid=np.bool_(False))
   if with_masks:
-    out['gt_masks'] = np.zeros((max_boxes, mask_size, mask_size), np.uint8)
+    out['gt_polys'] = np.zeros((max_boxes, mask_points, 2), np.float32)
+    out['gt_poly_ids'] = np.full((max_boxes, mask_points), -1, np.int32)
   return out
+
+
+def instance_polygons(segmentation, box, height: int, width: int
+                      ) -> list[np.ndarray]:
+  """One instance's polygons as float64 [k, 2] vertex arrays (original
+  pixels). COCO polygons are kept as they are (every polygon with a point:
+  Paddle's loader passes them all, and they all count in Poly2Boxes). Not
+  Paddle (its loader reads polygons only): an RLE's outer contours
+  (OpenCV, through pixel centres), and the legacy box's corners for an
+  instance with no segmentation."""
+  seg = mask_lib.parse(segmentation)
+  if mask_lib.is_polygon(seg):
+    out = [np.asarray(p, np.float64).reshape(-1, 2) for p in seg
+           if len(p) >= 2 and len(p) % 2 == 0]
+  elif seg:
+    m = mask_lib.decode(seg, height, width)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    out = [c.reshape(-1, 2).astype(np.float64) for c in contours]
+  else:
+    out = []
+  if not out:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    out = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])]
+  return out
+
+
+def pack_polygons(instances, polys: np.ndarray, ids: np.ndarray,
+                  max_polygons: int, image_id=None) -> None:
+  """Writes instances (lists of [k, 2] polygons) into polys [G, V, 2]
+  (float32) and ids [G, V] (the vertex's polygon; -1 stays for padding)."""
+  v = polys.shape[1]
+  for g, inst in enumerate(instances):
+    n = sum(len(p) for p in inst)
+    if n > v or len(inst) > max_polygons:
+      raise DataError(
+          f'image {image_id}: an instance has {len(inst)} polygons of {n} '
+          f'vertices in all, beyond model.mask.max_polygons={max_polygons} '
+          f'or model.mask.max_points={v}; raise them')
+    start = 0
+    for j, p in enumerate(inst):
+      polys[g, start:start + len(p)] = p
+      ids[g, start:start + len(p)] = j
+      start += len(p)
+
+
+def box_polygons(boxes, polys: np.ndarray, ids: np.ndarray) -> None:
+  """Each box [k, 4] as its rectangle polygon, written into polys [G, V, 2]
+  and ids [G, V] (synthetic batches: benchmarks, tests)."""
+  rects = [instance_polygons('', b, 0, 0) for b in np.reshape(boxes, (-1, 4))]
+  pack_polygons(rects, polys, ids, 1)

@@ -1,4 +1,5 @@
-"""The R-CNN input pipeline: shape buckets, GT mask crops, aspect-grouped
+"""The R-CNN input pipeline: shape buckets, GT polygons and the mask
+targets made from them, aspect-grouped
 deterministic and resumable train batches, eval batches and padding, the eval
 transform of user images."""
 import pickle
@@ -73,40 +74,68 @@ def test_masks_follow_the_model_family(cfg):
     pipeline = pipelines.for_config(cfg)
     assert isinstance(pipeline, RcnnPipeline) and pipeline.with_masks == with_masks
     batch = next(iter(pipeline.eval_iterator(ds)))
-    assert ('gt_masks' in batch) == with_masks
-    assert ('gt_masks' in pipeline.padding_example()) == with_masks
+    assert ('gt_polys' in batch) == with_masks
+    assert ('gt_poly_ids' in pipeline.padding_example()) == with_masks
 
 
-def test_gt_masks_from_coco_tiny(cfg):
+def test_mask_targets_from_coco_tiny(cfg):
+  """The device's mask targets on coco_tiny's annotations (an image with crowd
+  RLEs, flipped and not) against pycocotools frPyObjects / merge / decode of
+  the annotation polygons, Paddle-flipped and moved into each RoI's frame in
+  float32 as Polys2MaskWrtBox does; RoIs are the GT boxes, jittered."""
+  import jax
+  import jax.numpy as jnp
+  from pycocotools import mask as mask_util
+  from detx.ops.masks import polygon_mask_targets
+  targets = jax.jit(polygon_mask_targets, static_argnums=(5, 6))
   cfg.model.name = 'mask_rcnn'
   cfg.data.keep_crowd = True
-  cfg.data.mask_size = 56
   ds = loader.build(cfg, 'train')
   index = int(np.flatnonzero(ds.image_ids == 262145)[0])  # has crowd RLEs
   ex = ds[index]
   pipeline = RcnnPipeline(cfg)
-  out = T.eval_example(ex, pad_shape=pipeline.buckets()[0], **pipeline.settings)
-  n = len(ex['boxes'])
-  assert out['box_mask'].sum() == n
-  assert out['is_crowd'][:n].tolist() == ex['is_crowd'].tolist()
-  assert ex['is_crowd'].sum() >= 2
-  for k in range(n):
-    box = ex['boxes'][k]
-    _, _, fw, fh = masks.box_frame(box)
-    if min(fw, fh) < 40:
-      continue
-    seg = ex['segmentation'][k]
-    ref = (masks.area(seg, ex['height'], ex['width']) if ex['is_crowd'][k]
-           else ex['area'][k])
-    expected = ref / (fw * fh)
-    got = out['gt_masks'][k].mean()
-    assert abs(got - expected) < 0.1 * expected + 0.02, (k, got, expected)
-  # Without keep_crowd the crowd boxes (and their masks) are gone.
+  n, crowd = len(ex['boxes']), ex['is_crowd']
+  assert crowd.sum() >= 2
+  rng = np.random.default_rng(0)
+  for flip in (False, True):
+    out = T.transform(ex, flip=flip, pad_shape=pipeline.buckets()[0],
+                      **pipeline.settings)
+    assert out['is_crowd'][:n].tolist() == crowd.tolist()
+    assert (out['gt_poly_ids'][:n][~crowd] >= 0).any(axis=1).all()
+    real = ~crowd
+    boxes = out['boxes'][:n][real]
+    wh = boxes[:, 2:] - boxes[:, :2]
+    rois = boxes + rng.uniform(-0.15, 0.15, boxes.shape) * np.tile(wh, 2)
+    scale = out['scale']
+    for m in (14, 28):
+      got = np.asarray(targets(
+          jnp.asarray(out['gt_polys'])[None], jnp.asarray(out['gt_poly_ids'])[None],
+          jnp.asarray(out['box_mask'] & ~out['is_crowd'])[None],
+          jnp.asarray(rois, jnp.float32)[None], jnp.asarray([scale]), m, 64))[0]
+      segs = [masks.parse(ex['segmentation'][k]) for k in np.flatnonzero(real)]
+      for r, seg in enumerate(segs):
+        # The jitter keeps each RoI on its own instance (checked by the match).
+        box = (rois[r].astype(np.float32) / np.float32(scale)).astype(np.float32)
+        w = max(np.float32(box[2] - box[0]), np.float32(1))
+        h = max(np.float32(box[3] - box[1]), np.float32(1))
+        polys = []
+        for p in seg:
+          p = np.asarray(p, np.float64).reshape(-1, 2)
+          if flip:
+            p[:, 0] = ex['width'] - p[:, 0] - 1
+          p = p.astype(np.float32)
+          x = (p[:, 0] - box[0]) * np.float32(m) / w
+          y = (p[:, 1] - box[1]) * np.float32(m) / h
+          polys.append(np.stack([x, y], 1).astype(np.float64).reshape(-1).tolist())
+        want = masks._decode_rle(mask_util.merge(mask_util.frPyObjects(polys, m, m)))
+        np.testing.assert_array_equal(got[r], want, err_msg=f'flip {flip} roi {r} M {m}')
+  # Without keep_crowd the crowd boxes (and their polygons) are gone.
   cfg.data.keep_crowd = False
   pipeline = RcnnPipeline(cfg)
   out = T.eval_example(ex, pad_shape=pipeline.buckets()[0], **pipeline.settings)
   assert out['box_mask'].sum() == n - ex['is_crowd'].sum()
   assert not out['is_crowd'].any()
+  assert ((out['gt_poly_ids'] >= 0).any(axis=1) == out['box_mask']).all()
 
 
 def test_grouping_deterministic_and_resumable(cfg):

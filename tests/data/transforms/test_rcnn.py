@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from detx.data import transforms
+from detx.data.bad_data import DataError
 from detx.data.transforms import rcnn as T
 
 KEYS = dict(image=np.float32, image_hw=np.int32, scale=np.float32,
@@ -107,8 +108,8 @@ def test_max_boxes_truncation():
   boxes = [(i * 8, 2, i * 8 + 6, 20) for i in range(10)]
   ex = _example(boxes=boxes)
   out = T.eval_example(ex, pad_shape=(64, 96), max_boxes=4, with_masks=True,
-                    mask_size=14, **SMALL)
-  assert out['boxes'].shape == (4, 4) and out['gt_masks'].shape == (4, 14, 14)
+                    mask_points=16, **SMALL)
+  assert out['boxes'].shape == (4, 4) and out['gt_polys'].shape == (4, 16, 2)
   assert out['box_mask'].all()
   np.testing.assert_allclose(out['boxes'] / out['scale'], ex['boxes'][:4],
                              rtol=1e-5)
@@ -123,13 +124,18 @@ def test_flip_boxes_and_masks():
   ex = _example(boxes=((10, 5, 39, 44),))
   ex['segmentation'] = [json.dumps([[10, 5, 20, 5, 20, 35, 40, 35, 40, 45,
                                      10, 45]])]
-  kw = dict(pad_shape=(64, 96), max_boxes=3, with_masks=True, mask_size=16,
+  kw = dict(pad_shape=(64, 96), max_boxes=3, with_masks=True, mask_points=8,
             **SMALL)
   plain = T.transform(ex, flip=False, **kw)
   flipped = T.transform(ex, flip=True, **kw)
-  m = plain['gt_masks'][0]
-  assert m.any() and not np.array_equal(m, m[:, ::-1])
-  np.testing.assert_array_equal(flipped['gt_masks'][0], m[:, ::-1])
+  # Polygons stay in original pixels; Paddle's flip_segms: x' = W - x - 1.
+  xy = np.array([10, 5, 20, 5, 20, 35, 40, 35, 40, 45, 10, 45],
+                np.float32).reshape(-1, 2)
+  np.testing.assert_array_equal(plain['gt_polys'][0, :6], xy)
+  np.testing.assert_array_equal(flipped['gt_polys'][0, :6, 0], 90 - xy[:, 0] - 1)
+  np.testing.assert_array_equal(flipped['gt_polys'][0, :6, 1], xy[:, 1])
+  assert plain['gt_poly_ids'][0].tolist() == [0] * 6 + [-1, -1]
+  assert (plain['gt_poly_ids'][1:] == -1).all()
   s = plain['scale']
   np.testing.assert_allclose(flipped['boxes'][0],
                              np.array([90 - 39 - 1, 5, 90 - 10 - 1, 44]) * s,
@@ -151,10 +157,38 @@ def test_flip_boxes_and_masks():
 
 
 def test_padding_example():
-  pad = T.padding_example((64, 96), 5, with_masks=True, mask_size=8)
-  assert set(pad) == set(KEYS) | {'gt_masks'}
+  pad = T.padding_example((64, 96), 5, with_masks=True, mask_points=8)
+  assert set(pad) == set(KEYS) | {'gt_polys', 'gt_poly_ids'}
   for k, dtype in KEYS.items():
     assert pad[k].dtype == dtype, k
   assert not pad['valid'] and pad['image_id'] == -1
-  assert pad['image'].shape == (64, 96, 3) and pad['gt_masks'].shape == (
-      5, 8, 8)
+  assert pad['image'].shape == (64, 96, 3) and pad['gt_polys'].shape == (
+      5, 8, 2)
+  assert (pad['gt_poly_ids'] == -1).all()
+
+
+def test_instance_polygons_and_packing():
+  box = np.array([2, 3, 12, 9], np.float32)
+  two = [[0, 0, 4, 0, 4, 4], [5, 5, 8, 5, 8, 8, 5, 8]]
+  got = T.instance_polygons(json.dumps(two), box, 20, 30)
+  assert [p.shape for p in got] == [(3, 2), (4, 2)]
+  # No segmentation: the legacy box's corners.
+  np.testing.assert_array_equal(T.instance_polygons('', box, 20, 30)[0],
+                                [[2, 3], [12, 3], [12, 9], [2, 9]])
+  # A (non-crowd) RLE: its outer contour, through pixel centres.
+  m = np.zeros((20, 30), np.uint8, order='F')
+  m[4:10, 6:15] = 1
+  from pycocotools import mask as mask_util
+  rle = mask_util.encode(m)
+  rle['counts'] = rle['counts'].decode()
+  (c,) = T.instance_polygons(rle, box, 20, 30)
+  assert c.min(0).tolist() == [6, 4] and c.max(0).tolist() == [14, 9]
+  polys = np.zeros((2, 8, 2), np.float32)
+  ids = np.full((2, 8), -1, np.int32)
+  T.pack_polygons([got], polys, ids, max_polygons=2)
+  assert ids[0].tolist() == [0, 0, 0, 1, 1, 1, 1, -1] and (ids[1] == -1).all()
+  np.testing.assert_array_equal(polys[0, 3:7], np.reshape(two[1], (-1, 2)))
+  with pytest.raises(DataError, match=r'image 7: .*max_polygons=1'):
+    T.pack_polygons([got], polys, ids, max_polygons=1, image_id=7)
+  with pytest.raises(DataError, match='max_points=8'):
+    T.pack_polygons([got + got], polys, ids, max_polygons=4)
