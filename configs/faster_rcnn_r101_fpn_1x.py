@@ -10,4 +10,5 @@ from detx import config as base
 def get_config():
   c = base.load('_base/faster_rcnn', 'fpn_b8')
   c.model.backbone.update(depth=101)
+  c.model.pretrained = 'http://paddle-imagenet-models-name.bj.bcebos.com/ResNet101_pretrained.tar'
   return c

@@ -11,4 +11,5 @@ def get_config():
   c = base.load('_base/faster_rcnn', 'fpn_b8')
   c.model.backbone.update(depth=101)
   base.set_schedule(c, '2x_b8')
+  c.model.pretrained = 'http://paddle-imagenet-models-name.bj.bcebos.com/ResNet101_pretrained.tar'
   return c

@@ -11,4 +11,5 @@ def get_config():
   c = base.load('_base/faster_rcnn', 'fpn_b8')
   c.model.backbone.update(depth=101, variant='d')
   base.set_schedule(c, '2x_b8', ref_warmup=1000)
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet101_vd_pretrained.tar'
   return c

@@ -10,4 +10,5 @@ from detx import config as base
 def get_config():
   c = base.load('_base/faster_rcnn')
   c.model.backbone.update(variant='d')
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_vd_pretrained.tar'
   return c

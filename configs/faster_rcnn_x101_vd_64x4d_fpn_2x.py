@@ -11,4 +11,5 @@ def get_config():
   c = base.load('_base/faster_rcnn', 'fpn_b8')
   c.model.backbone.update(depth=101, variant='d', groups=64, group_width=4)
   base.set_schedule(c, '2x_b8', ref_warmup=1000, warmup_factor=0.1)
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNeXt101_vd_64x4d_pretrained.tar'
   return c

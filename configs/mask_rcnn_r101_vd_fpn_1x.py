@@ -11,4 +11,5 @@ def get_config():
   c = base.load('_base/mask_rcnn', 'fpn')
   c.model.backbone.update(depth=101, variant='d')
   base.set_schedule(c, '1x_b8', ref_warmup=1000, warmup_factor=0.1)
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet101_vd_pretrained.tar'
   return c

@@ -11,4 +11,5 @@ def get_config():
   c = base.load('_base/mask_rcnn', 'fpn')
   c.model.backbone.update(variant='d')
   base.set_schedule(c, '2x_b8')
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_vd_pretrained.tar'
   return c

@@ -12,6 +12,7 @@ from detx import config as base
 def get_config():
   c = base.load('_base/yolov3')
   c.model.num_classes = 4
+  c.model.pretrained = ''  # random init: a quick start without downloads
   c.model.backbone.update(depths=(1, 1, 2, 2, 1), width=0.25)
   # COCO's anchors scaled from 608 to the 128-pixel input.
   c.model.anchors = tuple((round(w * 128 / 608, 1), round(h * 128 / 608, 1))

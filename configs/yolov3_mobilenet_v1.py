@@ -11,4 +11,5 @@ from detx import config as base
 def get_config():
   c = base.load('_base/yolov3')
   c.model.backbone.update(name='mobilenet', scale=1.0, extra_blocks=False)
+  c.model.pretrained = 'http://paddle-imagenet-models-name.bj.bcebos.com/MobileNetV1_pretrained.tar'
   return c

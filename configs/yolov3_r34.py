@@ -11,4 +11,5 @@ from detx import config as base
 def get_config():
   c = base.load('_base/yolov3')
   c.model.backbone.update(name='resnet', depth=34, variant='b')
+  c.model.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet34_pretrained.tar'
   return c

@@ -190,3 +190,21 @@ def file_changes(config, spec: str) -> dict:
   from detx import workdir
   base = load_config_file(spec)
   return workdir.diff(workdir.as_json(base), workdir.as_json(config))
+
+
+def run_command(argv, define, body, require_config: bool = True) -> int:
+  """A detx tool's command line (argv[0] is the program): its own flags (--config,
+  --debug and what `define(flag_values)` adds), parsed as `parse` does, then
+  `body(flag_values, remaining_args)`. 0, or 2 after a user mistake's one line."""
+  from ml_collections import config_flags
+  from detx import errors
+
+  def main():
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', None, 'A configs/*.py file or a zoo row name.',
+                                    flag_values=fv, lock_config=False)
+    flags.DEFINE_bool('debug', False, 'Show the traceback of a user mistake.', flag_values=fv)
+    define(fv)
+    body(fv, parse(argv, flag_values=fv, require_config=require_config))
+
+  return errors.guard(main, argv)

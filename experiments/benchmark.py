@@ -159,6 +159,7 @@ BENCH_LR = 1e-6
 
 def load_config(name: str, overrides: dict):
   config = cfg.load(name)
+  config.model.pretrained = ''  # random weights: a step's cost does not depend on them
   config.optim.base_lr = BENCH_LR
   config.optim.schedule.lr_values = ()
   return cfg.override(config, overrides)

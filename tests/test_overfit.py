@@ -30,6 +30,7 @@ def coco_subset(src, dst, image_ids, split='train'):
 def test_yolov3_darknet53_overfits_8_coco_images(coco_tiny_dir, tmp_path):
   data = coco_subset(coco_tiny_dir, tmp_path / 'coco8', OVERFIT_IMAGE_IDS)
   c = cfg.load('yolov3_darknet')
+  c.model.pretrained = ''  # random init: no ImageNet download
   c.data.dir = str(data)
   c.data.cache_dir = str(tmp_path / 'tfds')
   c.eval.split = 'train'          # evaluated on the images it trained on

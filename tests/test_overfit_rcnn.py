@@ -36,6 +36,7 @@ MAX_SIZE = int(os.environ.get('DETX_RCNN_FIT_MAX_SIZE', '213'))
 
 def _config(name, data, cache, steps, **overrides):
   c = cfg.load(name)
+  c.model.pretrained = ''  # random init (phase 2 sets its own): no ImageNet download
   c.data.dir = str(data)
   c.data.cache_dir = str(cache)
   c.eval.split = 'train'  # evaluated on the images it trained on

@@ -27,6 +27,7 @@ def get_config(arch: str = 'c4'):
   m.num_classes = 80  # foreground classes; the heads add background (81 outputs)
   m.backbone.update(name='resnet', depth=50, variant='b', norm='affine', freeze_norm=True,
                     freeze_at=2)
+  m.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_cos_pretrained.tar'  # the ymls' ImageNet weights
   m.neck.update(name='none', channels=256, min_level=2, max_level=6)
   m.anchor = dict(sizes=(32.0, 64.0, 128.0, 256.0, 512.0), aspect_ratios=(0.5, 1.0, 2.0))
   m.rpn = dict(

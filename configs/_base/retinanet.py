@@ -15,6 +15,7 @@ def get_config():
   m.num_classes = 80  # foreground classes: sigmoid scores, no background
   m.backbone.update(name='resnet', depth=50, variant='b', norm='affine', freeze_norm=True,
                     freeze_at=2)
+  m.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_cos_pretrained.tar'  # the ymls' ImageNet weights
   # P3-P5 from res3-5, P6 = conv on C5, P7 = conv on relu(P6)
   m.neck.update(name='fpn', channels=256, min_level=3, max_level=7, extra_convs=True)
   m.head = dict(num_convs=4, channels=256, prior_prob=0.01)

@@ -26,6 +26,7 @@ def get_config(dataset='coco'):
   # The YOLO head is scaled with the backbone's width (the quickstart's narrow model).
   m.backbone.update(name='darknet', depths=(1, 2, 8, 8, 4), width=1.0, norm='sync_bn',
                     freeze_norm=False, freeze_at=0)
+  m.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/DarkNet53_pretrained.tar'  # the ymls' ImageNet weights
   m.anchors = COCO_ANCHORS  # (w, h) in input pixels at 608
   m.anchor_masks = ((6, 7, 8), (3, 4, 5), (0, 1, 2))  # stride 32 gets the largest
   m.ignore_thresh = 0.7

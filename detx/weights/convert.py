@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from detx import cli, errors
 
@@ -57,32 +56,24 @@ def convert(config, source: str, out, categories: str = '') -> Path:
   return step_dir
 
 
-def _flag_values() -> flags.FlagValues:
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file or name.',
-                                  flag_values=fv, lock_config=False)
+def _define(fv: flags.FlagValues) -> None:
   flags.DEFINE_string('out', None, 'The directory to write (a new workdir).', flag_values=fv)
   flags.DEFINE_string('categories', '', 'A COCO annotation json whose categories the '
                       'checkpoint detects (written to DIR/categories.json).', flag_values=fv)
-  flags.DEFINE_bool('debug', False, 'Show the traceback of a mistake.', flag_values=fv)
-  return fv
+
+
+def _main(fv: flags.FlagValues, rest: list) -> None:
+  if not fv['out'].value:
+    raise errors.UserError('--out=DIR is required')
+  if len(rest) != 2:
+    raise errors.UserError('give exactly one source (a path or URL) before the flags, '
+                           f'got {rest[1:] or "none"}')
+  convert(fv['config'].value, rest[1], fv['out'].value, fv['categories'].value)
 
 
 def run(argv=None) -> int:
   """`python -m detx.weights.convert SRC --config=... --out=DIR`: 0, or 2 after one line."""
-  argv = list(sys.argv if argv is None else argv)
-
-  def main():
-    fv = _flag_values()
-    rest = cli.parse(argv, flag_values=fv)
-    if not fv['out'].value:
-      raise errors.UserError('--out=DIR is required')
-    if len(rest) != 2:
-      raise errors.UserError('give exactly one source (a path or URL) before the flags, '
-                             f'got {rest[1:] or "none"}')
-    convert(fv['config'].value, rest[1], fv['out'].value, fv['categories'].value)
-
-  return errors.guard(main, argv)
+  return cli.run_command(list(sys.argv if argv is None else argv), _define, _main)
 
 
 if __name__ == '__main__':

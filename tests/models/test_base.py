@@ -57,7 +57,8 @@ def test_any_backbone_by_command_line(config, overrides, tmp_path, monkeypatch):
       'data.dir', 'data.cache_dir', 'data.max_boxes', 'eval.batch_size', 'train.batch_size')})
   cfg.override(c, {'data.max_size': 64, 'data.train_sizes': (64,), 'eval.size': 64,
                    'data.num_workers': 0, 'train.steps': 1, 'train.log_every': 1,
-                   'eval.limit': 4, 'eval.draw_images': 0, 'data.train_limit': 4})
+                   'eval.limit': 4, 'eval.draw_images': 0, 'data.train_limit': 4,
+                   'model.pretrained': ''})  # random init: no ImageNet download
   assert c.model.backbone.name == 'resnet'
   assert isinstance(base.build_model(c)[1], ParamRules)
   result = train.train_and_evaluate(c, str(tmp_path / 'run'))
