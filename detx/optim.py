@@ -66,12 +66,16 @@ def lr_multipliers(backbone_trainable: Callable, bias_mult: float = 1.0,
 
 def make_optimizer(config, rules: ParamRules):
   """Optional global-norm gradient clipping (optim.clip_norm, 0 = off, as the zoo),
-  coupled L2 + momentum, then the per-parameter lr multipliers of `rules`; the
-  scheduled lr is applied in the step. Returns (optax transform, lr function)."""
+  coupled L2, RMSProp when optim.name is 'rmsprop' (optim.rho, optim.epsilon), momentum,
+  then the per-parameter lr multipliers of `rules`; the scheduled lr is applied in the
+  step. Returns (optax transform, lr function)."""
   lr_fn = schedules.learning_rate(config.optim.base_lr, config.optim.schedule, config.train.steps)
   clip = float(config.optim.clip_norm)
   parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
   parts.append(optax.add_decayed_weights(config.optim.weight_decay, mask=rules.decay_mask))
+  if config.optim.get('name', 'momentum') == 'rmsprop':
+    # Paddle 1.5 RMSPropOptimizer: ms = rho ms + (1 - rho) g^2 from 0, step g / sqrt(ms + eps)
+    parts.append(optax.scale_by_rms(config.optim.rho, config.optim.epsilon, eps_in_sqrt=True))
   if config.optim.momentum:
     parts.append(optax.trace(decay=config.optim.momentum))
   if rules.lr_mult is not None:

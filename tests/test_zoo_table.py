@@ -161,6 +161,43 @@ _VOC = dict(
     dataset='voc',                     # yml feeds dataset_dir dataset/voc, VOCdevkit/VOC_all
     train_set='voc2007_trainval+voc2012_trainval',  # VOC_all train.txt (07+12 trainval)
     eval_set='voc2007_test')           # VOC_all val.txt (07 test)
+_SSD = dict(  # configs/ssd_mobilenet_v1_voc.yml (SSD, MobileNet, MultiBoxHead sections)
+    backbone='MobileNet',              # yml SSD.backbone
+    norm='bn',                         # MobileNet.norm_type default (mobilenet.py)
+    norm_decay=0.0,                    # yml MobileNet.norm_decay
+    conv_group_scale=1,                # yml MobileNet.conv_group_scale
+    conv_learning_rate=0.1,            # yml MobileNet.conv_learning_rate
+    with_extra_blocks=True,            # yml MobileNet.with_extra_blocks
+    extra_block_filters=((256, 512), (128, 256), (128, 256), (64, 128)),  # yml MobileNet
+    freeze_norm=False,                 # mobilenet.py: batch_norm, never use_global_stats
+    num_classes=20,                    # yml num_classes 21 = 20 + background
+    prior_base_size=300, prior_min_ratio=20, prior_max_ratio=90,  # yml MultiBoxHead
+    prior_min_sizes=(60.0, 105.0, 150.0, 195.0, 240.0, 285.0),    # yml MultiBoxHead
+    prior_max_sizes=((), 150.0, 195.0, 240.0, 285.0, 300.0),      # yml MultiBoxHead
+    prior_aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0),
+                         (2.0, 3.0)),  # yml MultiBoxHead.aspect_ratios
+    prior_flip=True, prior_offset=0.5,  # yml MultiBoxHead
+    prior_clip=False, prior_variances=(0.1, 0.1, 0.2, 0.2),  # fluid multi_box_head defaults
+    overlap_threshold=0.5, neg_pos_ratio=3.0, neg_overlap=0.5,  # fluid ssd_loss defaults
+    nms_threshold=0.45, nms_top_k=400, nms_keep_top_k=200,  # yml SSD.output_decoder
+    nms_score_threshold=0.01, nms_eta=1.0,                  # yml SSD.output_decoder
+    optimizer='rmsprop', momentum=0.0,  # yml OptimizerBuilder.optimizer
+    rho=0.95, epsilon=1e-6,            # fluid RMSPropOptimizer defaults (Paddle 1.5)
+    weight_decay=5e-5,                 # yml OptimizerBuilder.regularizer L2 factor
+    base_lr=0.001, max_iters=28000,    # yml PiecewiseDecay.values[0], max_iters
+    lr_values=(0.001, 0.0005, 0.00025, 0.0001, 0.00001),  # yml PiecewiseDecay.values
+    milestones=(10000, 15000, 20000, 25000),              # yml PiecewiseDecay.milestones
+    warmup_steps=0,                    # the yml has no LinearWarmup
+    batch=64, loss_group_images=32,    # SSDTrainFeed.batch_size 32 x 2 GPUs (ZOO.md 120e)
+    image_size=300,                    # SSDTrain/EvalFeed image_shape [3, 300, 300]
+    expand_fill=127.5,                 # SSDTrainFeed ExpandImage mean default
+    max_boxes=0,                       # SSDTrainFeed: no num_max_boxes (LoD gt)
+    metric='voc', map_type='11point',  # yml metric VOC, SSD.metric.ap_version
+    dataset='voc',                     # yml feeds dataset_dir dataset/voc, VOCdevkit/VOC_all
+    train_set='voc2007_trainval+voc2012_trainval',  # VOC_all train.txt (07+12 trainval)
+    eval_set='voc2007_test',           # VOC_all val.txt (07 test)
+    pretrain_weights='https://paddlemodels.bj.bcebos.com/object_detection/'
+                     'ssd_mobilenet_v1_coco_pretrained.tar')  # yml pretrain_weights
 _X101_VD = dict(
     backbone='ResNeXt',                # yml <architecture>.backbone
     depth=101, variant='d',            # yml ResNeXt.depth / variant
@@ -230,6 +267,7 @@ ZOO = {
                                            **_X101_VD),
     'faster_rcnn_se154_vd_fpn_s1x': _fpn(1, **_S1X_B8, **_SE154_VD),
     'mask_rcnn_se154_vd_fpn_s1x': _fpn(1, **_MASK_FPN, **_S1X_B8, **_SE154_VD),
+    'ssd_mobilenet_v1_voc': _SSD,
 }
 
 _C4_ROWS = ('faster_rcnn_r50_1x', 'faster_rcnn_r50_2x', 'mask_rcnn_r50_1x', 'mask_rcnn_r50_2x',
@@ -237,6 +275,8 @@ _C4_ROWS = ('faster_rcnn_r50_1x', 'faster_rcnn_r50_2x', 'mask_rcnn_r50_1x', 'mas
 
 # (row, fact): (the value detx has today, why it departs from Paddle)
 KNOWN_DIFFERENCES = {
+    ('ssd_mobilenet_v1_voc', 'max_boxes'): (64, 'static shapes: ground truth padded to '
+                                             'data.max_boxes (VOC images have at most 56)'),
     **{(r, 'train_pad_stride'): (32, 'static shapes: C4 batches padded to buckets rounded to '
                                  'data.pad_multiple (loader default 32); Paddle: 1 img/GPU, '
                                  'unpadded (im_info stays the unpadded size in both)')
@@ -245,6 +285,10 @@ KNOWN_DIFFERENCES = {
 
 # Paddle facts detx fixes in code, not in the config: read() raises KeyError for them.
 NOT_IN_CONFIG = {
+    ('ssd_mobilenet_v1_voc', 'norm_decay'): 'detx.models.ssd.decay_mask: no L2 on the '
+                                            'backbone norms (norm_decay 0)',
+    ('ssd_mobilenet_v1_voc', 'nms_eta'): 'detx.ops.multiclass_nms: eta 1 only',
+    ('ssd_mobilenet_v1_voc', 'expand_fill'): 'detx.data.transforms.ssd.EXPAND_FILL',
     **{(r, 'norm'): 'detx.models.layers ConvBN: trainable BatchNorm with '
                     'statistics over the whole jitted batch (= sync_bn)'
        for r in ('yolov3_darknet', 'yolov3_darknet_voc')},
@@ -338,6 +382,21 @@ _YOLO_PATHS = dict(
     conv_group_scale='model.backbone.scale', with_extra_blocks='model.backbone.extra_blocks',
     num_classes='model.num_classes', metric='eval.metric', map_type='eval.map_type',
     dataset='data.name')
+_SSD_PATHS = dict(
+    _BACKBONE_PATHS,
+    conv_group_scale='model.backbone.scale', with_extra_blocks='model.backbone.extra_blocks',
+    extra_block_filters='model.backbone.extra_filters',
+    conv_learning_rate='model.backbone.conv_learning_rate', num_classes='model.num_classes',
+    **{f'prior_{k}': f'model.prior.{k}' for k in (
+        'base_size', 'min_ratio', 'max_ratio', 'min_sizes', 'aspect_ratios', 'flip',
+        'offset', 'clip', 'variances')},
+    **{k: f'model.loss.{k}' for k in ('overlap_threshold', 'neg_pos_ratio', 'neg_overlap')},
+    loss_group_images='model.loss.group_images',
+    nms_threshold='model.nms.nms_threshold', nms_top_k='model.nms.nms_top_k',
+    nms_keep_top_k='model.nms.keep_top_k', nms_score_threshold='model.nms.score_threshold',
+    optimizer='optim.name', rho='optim.rho', epsilon='optim.epsilon',
+    image_size='data.image_size', metric='eval.metric', map_type='eval.map_type',
+    dataset='data.name', pretrain_weights='model.zoo_pretrained.url')
 _NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
 
 
@@ -380,6 +439,13 @@ def read(config, fact):
     return (m.roi.bg_thresh_lo,) * 3  # one value for every stage
   if m.name == 'cascade_rcnn' and fact == 'cascade_head_lr':
     return tuple(1.0 / w for w in m.cascade.loss_weights)  # rcnn build: stage lr 1 / weight
+  if m.name == 'ssd' and fact == 'prior_max_sizes':  # detx 0 = Paddle's []
+    return tuple(v if v else () for v in m.prior.max_sizes)
+  if m.name == 'ssd' and fact == 'lr_values':
+    sched = config.optim.schedule
+    return tuple(sched.lr_values) or tuple(config.optim.base_lr * f for f in sched.lr_factors)
+  if m.name == 'ssd' and fact == 'max_boxes':  # Paddle: every box; detx pads to max_boxes
+    return config.data.max_boxes
   paths = dict(_SCHEDULE)
   if rcnn:
     paths.update(_RCNN_PATHS)
@@ -389,6 +455,8 @@ def read(config, fact):
     paths.update(_RETINA_PATHS)
   elif m.name == 'yolov3':
     paths.update(_YOLO_PATHS)
+  elif m.name == 'ssd':
+    paths.update(_SSD_PATHS)
   if fact not in paths:
     raise KeyError(f'no detx config key for {fact!r} ({m.name})')
   return _at(config, paths[fact])

@@ -21,7 +21,7 @@ import ml_collections
 
 from detx import optim
 from detx.errors import ConfigError
-from detx.models import cascade_rcnn, mask_rcnn, rcnn, retinanet, yolov3
+from detx.models import cascade_rcnn, mask_rcnn, rcnn, retinanet, ssd, yolov3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,7 @@ FAMILIES = {
     'cascade_rcnn': Family(cascade_rcnn.CascadeRCNN, rcnn.build,
                            cascade_rcnn.param_rules, 'rcnn'),
     'retinanet': Family(retinanet.RetinaNet, retinanet.build, retinanet.param_rules, 'rcnn'),
+    'ssd': Family(ssd.SSD, ssd.build, ssd.param_rules, 'ssd'),
 }
 
 

@@ -15,11 +15,13 @@ its per-example transforms in detx/data/transforms/, one row in PIPELINES.
 """
 from detx.data.pipelines.base import Pipeline
 from detx.data.pipelines.rcnn import RcnnPipeline
+from detx.data.pipelines.ssd import SsdPipeline
 from detx.data.pipelines.yolo import YoloPipeline
 
 PIPELINES = {
     'yolo': YoloPipeline,
     'rcnn': RcnnPipeline,
+    'ssd': SsdPipeline,
 }
 
 
@@ -32,4 +34,4 @@ def for_config(config) -> Pipeline:
   return PIPELINES[name](config)
 
 
-__all__ = ['PIPELINES', 'Pipeline', 'RcnnPipeline', 'YoloPipeline', 'for_config']
+__all__ = ['PIPELINES', 'Pipeline', 'RcnnPipeline', 'SsdPipeline', 'YoloPipeline', 'for_config']
