@@ -163,7 +163,10 @@ def transform(example: dict, *, short_side: int, long_side: int,
   polys = None
   if with_masks:
     segs = example.get('segmentation') or [''] * n
-    polys = [instance_polygons(segs[i], boxes[k], height, width)
+    # Crowd GTs (data.keep_crowd) get no polygons: Paddle's
+    # generate_mask_labels never takes them.
+    polys = [[] if crowd[k] else
+             instance_polygons(segs[i], boxes[k], height, width)
              for k, i in enumerate(idx)]
     if flip:  # Paddle's flip_segms: x' = W - x - 1 (float64, then float32)
       polys = [[np.stack([width - p[:, 0] - 1, p[:, 1]], 1) for p in inst]

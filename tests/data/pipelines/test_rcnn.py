@@ -101,7 +101,7 @@ def test_mask_targets_from_coco_tiny(cfg):
     out = T.transform(ex, flip=flip, pad_shape=pipeline.buckets()[0],
                       **pipeline.settings)
     assert out['is_crowd'][:n].tolist() == crowd.tolist()
-    assert (out['gt_poly_ids'][:n][~crowd] >= 0).any(axis=1).all()
+    assert ((out['gt_poly_ids'][:n] >= 0).any(axis=1) == ~crowd).all()
     real = ~crowd
     boxes = out['boxes'][:n][real]
     wh = boxes[:, 2:] - boxes[:, :2]
