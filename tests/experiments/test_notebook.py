@@ -97,6 +97,7 @@ def test_notebook_runs_headless_against_the_wheel(installed_wheel, shapes_dir, t
   client = nbclient.NotebookClient(nb, timeout=600, kernel_name='detx-wheel',
                                    resources={'metadata': {'path': str(tmp_path)}})
   client.execute()  # raises CellExecutionError naming the failing cell
+  nbformat.write(nb, tmp_path / 'executed.ipynb')  # to read what a user would see
 
   outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]
   assert not [o for o in outputs if o.output_type == 'error']
