@@ -9,6 +9,7 @@ from detx import config as base
 
 def get_config():
   c = base.load('_base/ssd')
-  c.model.zoo_pretrained = dict(name='ssd_mobilenet_v1_coco_pretrained', url='https://'
-      'paddlemodels.bj.bcebos.com/object_detection/ssd_mobilenet_v1_coco_pretrained.tar')
+  c.model.zoo_pretrained = 'ssd_mobilenet_v1_coco_pretrained'  # the yml's pretrain_weights
+  c.model.pretrained = ('https://paddlemodels.bj.bcebos.com/object_detection/'
+                        f'{c.model.zoo_pretrained}.tar')
   return c

@@ -396,7 +396,7 @@ _SSD_PATHS = dict(
     nms_keep_top_k='model.nms.keep_top_k', nms_score_threshold='model.nms.score_threshold',
     optimizer='optim.name', rho='optim.rho', epsilon='optim.epsilon',
     image_size='data.image_size', metric='eval.metric', map_type='eval.map_type',
-    dataset='data.name', pretrain_weights='model.zoo_pretrained.url')
+    dataset='data.name', pretrain_weights='model.pretrained')
 _NORMS = {'affine': 'affine_channel'}  # detx name -> Paddle norm_type
 
 
