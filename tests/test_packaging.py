@@ -102,6 +102,9 @@ def test_the_wheel_lists_every_package_and_the_configs():
   assert set(setuptools['packages']) == on_disk | {'detx.configs', 'detx.configs._base'}, (
       'pyproject.toml [tool.setuptools] packages must list every package under detx/')
   assert setuptools['package-dir'] == {'detx.configs': 'configs'}
+  data = [p for d in ('detx', 'configs') for p in (ROOT / d).rglob('*')
+          if p.is_file() and p.suffix not in ('.py', '.pyc')]
+  assert not data, f'{data}: the wheel ships .py files only; list these in package-data'
   assert not (ROOT / 'detx' / 'configs').exists()  # CONFIG_DIR is the repo's configs/ here
   assert cfg.CONFIG_DIR == ROOT / 'configs'
 
