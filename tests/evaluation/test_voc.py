@@ -413,3 +413,39 @@ def test_dataset_evaluator_on_voc_dataset(voc_tiny_dir, tmp_cache):
 def voc_names():
   from detx.data.voc import VOC_CLASSES
   return list(VOC_CLASSES)
+
+
+def test_eval_loop_on_voc_data_logs_per_class_ap(voc_tiny_dir, tmp_path):
+  """evaluation.evaluate with eval.metric='voc' on voc_tiny's test split (first 8
+  images), fed by an eval step that returns each image's ground truth (difficult boxes
+  included): voc/mAP 1.0 and one voc/AP/<class> per class with ground truth there."""
+  from detx import evaluation, sharding
+  from detx.data import loader
+  from detx.evaluation import voc
+  from detx.models.base import build_model
+  from tests.helpers import tiny_config
+  c = tiny_config(tmp_path, **{'data.name': 'voc', 'data.dir': str(voc_tiny_dir),
+                               'eval.metric': 'voc', 'eval.limit': 8, 'eval.batch_size': 3,
+                               'model.num_classes': 20})
+  dataset = loader.build(c, c.eval.split)
+  gt = voc.dataset_ground_truth(dataset)
+  ids = iter(dataset.image_ids)
+
+  def step(variables, batch, k=32):
+    n = batch['image'].shape[0]
+    out = dict(boxes=np.zeros((n, k, 4), np.float32), scores=np.zeros((n, k), np.float32),
+               classes=np.zeros((n, k), np.int32), valid=np.zeros((n, k), bool))
+    for i in range(n):
+      image_id = next(ids, None)
+      if image_id is not None:
+        boxes, labels, _ = gt[int(image_id)]
+        m = min(len(boxes), k)
+        out['boxes'][i, :m], out['classes'][i, :m] = boxes[:m], labels[:m]
+        out['scores'][i, :m], out['valid'][i, :m] = 1.0, True
+    return out
+
+  module, _ = build_model(c)
+  result = evaluation.evaluate(c, module, None, sharding.make_mesh(), step, dataset=dataset)
+  with_gt = {voc_names()[int(l)] for _, labels, d in gt.values() for l in labels[~d]}
+  assert result['voc/mAP'] == 1.0 and result['eval/images'] == 8
+  assert {k for k in result if k.startswith('voc/AP/')} == {f'voc/AP/{n}' for n in with_gt}
