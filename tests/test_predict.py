@@ -1,7 +1,9 @@
-"""detx.predict: in-process on a tiny YOLOv3, and (slow) from the command line for every
-family on a real COCO image."""
+"""detx.predict: in-process on a tiny YOLOv3 (the run's config.json, --threshold,
+--json_only, batches with a padded last one), and (slow) from the command line for every
+family on a directory of real COCO images."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,29 +18,121 @@ from tests.helpers import tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_predict_writes_drawn_images_and_coco_results(tmp_path):
-  c = tiny_config(tmp_path, steps=2)
-  workdir = tmp_path / 'run'
-  train.train_and_evaluate(c, str(workdir), do_eval=False)
-  images = tmp_path / 'in'
-  images.mkdir()
-  for f in sorted((tmp_path / 'shapes' / 'val2017').iterdir())[:2]:
-    (images / f.name).write_bytes(f.read_bytes())
+def _copy_images(src, dst, n):
+  dst.mkdir()
+  for f in sorted(Path(src).iterdir())[:n]:
+    (dst / f.name).write_bytes(f.read_bytes())
+  return dst
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A one-step tiny YOLOv3 run whose config.json alone holds the overrides predict
+  needs (the narrow model, and every candidate kept: an untrained model scores low),
+  and 5 val images."""
+  tmp = tmp_path_factory.mktemp('tiny_run')
+  c = tiny_config(tmp, steps=1, **{'model.conf_thresh': 0.0, 'model.nms.score_threshold': 0.0,
+                                   'model.nms.keep_top_k': 10})
+  train.train_and_evaluate(c, str(tmp / 'run'), do_eval=False)
+  return c, tmp / 'run', _copy_images(tmp / 'shapes' / 'val2017', tmp / 'in', 5)
+
+
+def predict_cli(capsys, *args):
+  """`python -m detx.predict ARGS` in-process: (exit code, stdout, stderr)."""
+  code = predict.cli_run(['detx.predict', *map(str, args)])
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def assert_same_detections(a, b, atol=1e-3):
+  """Equal results up to float noise (another batch size or program compiles other
+  kernels): the same images, classes and order, boxes and scores within atol."""
+  key = lambda rs: [(r['image_id'], r['category_id'], r['file_name']) for r in rs]
+  assert key(a) == key(b)
+  np.testing.assert_allclose([r['bbox'] for r in a], [r['bbox'] for r in b], atol=atol)
+  np.testing.assert_allclose([r['score'] for r in a], [r['score'] for r in b], atol=atol)
+
+
+def _load(out_dir):
+  return json.loads((Path(out_dir) / 'detections.json').read_text())
+
+
+def test_predict_writes_drawn_images_and_coco_results(tiny_run, tmp_path):
+  c, workdir, images = tiny_run
   # A grayscale PNG too: predict converts it.
+  images = _copy_images(images, tmp_path / 'in', 2)
   cv2.imwrite(str(images / 'gray.png'), np.full((50, 70), 128, np.uint8))
-  c.model.conf_thresh = 0.0
-  c.model.nms.score_threshold = 0.0   # untrained: keep every candidate
   out = tmp_path / 'out'
-  results = predict.run(c, str(workdir / 'checkpoints'), str(images), str(out), draw_threshold=0.0)
+  results = predict.run(c, str(workdir / 'checkpoints'), str(images), str(out), threshold=0.0)
   names = sorted(p.name for p in out.iterdir())
   assert names == sorted([f.stem + '.jpg' for f in images.iterdir()] + ['detections.json'])
-  assert json.loads((out / 'detections.json').read_text()) == json.loads(json.dumps(results))
+  assert _load(out) == json.loads(json.dumps(results))
   gray = [r for r in results if r['file_name'] == 'gray.png']
   assert gray and all(0 <= r['bbox'][0] <= 70 and r['bbox'][2] > 0 for r in gray)
   cats = {r['category_id'] for r in results}
   assert cats <= {cat['id'] for cat in json.loads((workdir / 'categories.json').read_text())}
   drawn = cv2.imread(str(out / 'gray.jpg'))
   assert drawn.shape == (50, 70, 3)
+
+
+def test_predict_reads_the_runs_config_json(tiny_run, tmp_path, capsys):
+  """The narrow model and the zero score thresholds were given at training time only:
+  predict takes them from the workdir's config.json (the plain quickstart file would
+  not fit the checkpoint); an override given now wins over it."""
+  _, workdir, images = tiny_run
+  code, out, err = predict_cli(capsys, '--config=configs/quickstart.py', f'--checkpoint={workdir}',
+                               f'--input={images}', f'--output={tmp_path / "a"}', '--threshold=0')
+  assert code == 0, err
+  assert f'config: {workdir / "config.json"} (the run\'s)' in out
+  results = _load(tmp_path / 'a')
+  per_image = [sum(r['file_name'] == f.name for r in results) for f in sorted(images.iterdir())]
+  assert per_image == [10] * 5  # model.nms.keep_top_k=10 from config.json, the file's 100
+  # the file's width would not fit the checkpoint: one line naming the arrays
+  code, _, err = predict_cli(capsys, f'--checkpoint={workdir}', f'--input={images}',
+                             f'--output={tmp_path / "w"}', '--config.model.backbone.width=0.25')
+  assert code == 2 and 'holds another model' in err and 'Traceback' not in err
+  # without --config: the run's config alone; a command-line override wins
+  code, out, err = predict_cli(capsys, f'--checkpoint={workdir}', f'--input={images}',
+                               f'--output={tmp_path / "b"}', '--threshold=0',
+                               '--config.model.nms.keep_top_k=3')
+  assert code == 0, err
+  assert 'overrides model.nms.keep_top_k 10 -> 3' in out
+  results_b = _load(tmp_path / 'b')
+  assert [sum(r['file_name'] == f.name for r in results_b) for f in images.iterdir()] == [3] * 5
+  # a checkpoint without config.json and no --config: one line
+  bare = tmp_path / 'bare'
+  shutil.copytree(workdir / 'checkpoints', bare / 'checkpoints')
+  code, _, err = predict_cli(capsys, f'--checkpoint={bare}', f'--input={images}',
+                             f'--output={tmp_path / "c"}')
+  assert code == 2 and 'has no config.json: give --config' in err and 'Traceback' not in err
+
+
+def test_predict_threshold_json_only_and_batches(tiny_run, tmp_path, capsys):
+  """--threshold keeps exactly the detections scoring >= it; --json_only writes no
+  image; batches of 2 (the last one padded) give the detections of one batch of 8."""
+  _, workdir, images = tiny_run
+  common = (f'--checkpoint={workdir}', f'--input={images}')
+  assert predict_cli(capsys, *common, f'--output={tmp_path / "all"}', '--threshold=0',
+                     '--batch_size=2')[0] == 0
+  everything = _load(tmp_path / 'all')
+  assert predict_cli(capsys, *common, f'--output={tmp_path / "one"}', '--threshold=0',
+                     '--batch_size=8')[0] == 0
+  assert_same_detections(_load(tmp_path / 'one'), everything)
+  cut = float(np.median([r['score'] for r in everything]))
+  code, out, err = predict_cli(capsys, *common, f'--output={tmp_path / "cut"}',
+                               f'--threshold={cut}', '--batch_size=2')
+  assert code == 0, err
+  assert 'in batches of 2' in out
+  kept = _load(tmp_path / 'cut')
+  assert kept == [r for r in everything if r['score'] >= cut]
+  assert 0 < len(kept) < len(everything)
+  assert sorted(p.name for p in (tmp_path / 'cut').glob('*.jpg')) == sorted(
+      f.stem + '.jpg' for f in images.iterdir())
+  code, out, err = predict_cli(capsys, *common, f'--output={tmp_path / "json"}', '--json_only',
+                               '--batch_size=2')
+  assert code == 0, err
+  assert [p.name for p in (tmp_path / 'json').iterdir()] == ['detections.json']
+  assert _load(tmp_path / 'json') == everything  # --json_only keeps every detection
 
 
 # The issue's five families, each trained one step at a tiny size; the same overrides go
