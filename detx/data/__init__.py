@@ -6,6 +6,7 @@
   for batch in pipeline.train_iterator(dataset, start_step=0): ...
 
   coco.py         the tfds builder of a COCO-format directory, its cache, raw examples
+  voc.py          the tfds builder of a VOCdevkit (VOC2007 / 2012, VOC-format data)
   annotations.py  reading and checking the annotation json
   images.py       decoding image files, EXIF orientation, the checked image read
   bad_data.py     DataError, the bad-data switches and the report
