@@ -66,7 +66,8 @@ _SCRIPT = textwrap.dedent('''
                                  filename='__params__')
       np.savez(os.path.join(out, 'values.npz'), **values)
       np.savez(os.path.join(out, 'run.npz'), x=xin, y1=o1, y2=o2)
-    elif mode == 'save':  # arrays.npz -> save_vars directory 'saved' and paddle.save .pdparams
+    elif mode == 'save':  # arrays.npz -> save_vars dirs 'saved', 'inference' (__params__)
+      # and paddle.save's 'saved.pdparams'
       arrays = dict(np.load(os.path.join(out, 'arrays.npz')))
       with paddle.static.program_guard(main, startup):
         pvars = [paddle.static.create_global_var(list(a.shape), 0, str(a.dtype),
@@ -76,6 +77,8 @@ _SCRIPT = textwrap.dedent('''
       for n, a in arrays.items():
         scope.find_var(n).get_tensor().set(a, paddle.CPUPlace())
       paddle.static.io.save_vars(exe, os.path.join(out, 'saved'), main, vars=pvars)
+      paddle.static.io.save_vars(exe, os.path.join(out, 'inference'), main, vars=pvars,
+                                 filename='__params__')
       paddle.disable_static()
       paddle.save({n: paddle.to_tensor(a) for n, a in arrays.items()},
                   os.path.join(out, 'saved.pdparams'))

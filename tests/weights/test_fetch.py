@@ -112,6 +112,11 @@ def test_url_of_a_paddle_tar_and_a_pdparams(tmp_path, server, cache, capsys):
   assert (cache / 'downloads' / 'tiny_pretrained.tar').is_file()
   assert (cache / 'extracted' / 'tiny_pretrained' / 'tiny_pretrained').is_dir()
   assert not [f for f in _files(cache) if '.part' in f or f.startswith('.')]
+  # an inference model directory: one combined __params__ file
+  c, fresh, _ = _tiny_state(tmp_path, seed=5)
+  c.model.pretrained = str(tmp_path / 'inference')
+  assert sorted(os.listdir(tmp_path / 'inference')) == ['__params__']
+  _assert_loaded(train.load_pretrained(c, fresh, rules), want)
 
 
 def test_truncated_and_wrong_hash_keep_nothing(tmp_path, server, cache):
