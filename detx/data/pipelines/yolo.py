@@ -13,7 +13,11 @@ per-example transforms are detx/data/transforms/yolo.py). Batches::
 with M = ``config.data.max_boxes``. The global example position p = step * B
 + j picks the record (a per-epoch permutation seeded by (seed, epoch)), the
 augmentation RNG is seeded by (seed, p) and the batch's square size S (one of
-data.train_sizes, scaled by data.max_size) by (seed, step). Mixup pairs each
+data.train_sizes, scaled by data.max_size) by (seed, step). With full
+augmentation each image is resized to the largest train size (Paddle's 608)
+with a random interpolation, then nearest-neighbour to S (RandomShape).
+Paddle drew S per device batch of 8; one jitted program needs one shape on
+every device, so S is drawn once per global batch. Mixup pairs each
 image with a random other one during the first data.mixup_epochs epochs. Eval
 resizes to the square eval.size (aspect not kept).
 """
@@ -64,7 +68,8 @@ class TrainExample(TrainExamples):
       partner = self.dataset[j + (j >= index)]
     return T.train_example(
         self.dataset[index], self.size(step), rng, partner=partner,
-        augment=self.augment, max_boxes=self.max_boxes)
+        augment=self.augment, max_boxes=self.max_boxes,
+        target_size=max(self.sizes))
 
 
 class EvalExample:

@@ -4,10 +4,11 @@
 train: drop crowd boxes -> mixup (Beta(1.5, 1.5), gt_score) -> NormalizeBox
   -> RandomDistort (PIL ImageEnhance, 4 ops in random order, p=0.5 each)
   -> ExpandImage (p=0.5, ratio U(1,4), ImageNet-mean fill)
-  -> CropImage (the 7 samplers) -> RandomInterpImage to the batch's square
-  size (Paddle resizes to 608 and RandomShape then resizes the batch; resizing
-  straight to the chosen size is equivalent and cheaper) -> flip (p=0.5)
-  -> normalise (/255, ImageNet mean/std, RGB) -> pad boxes to `max_boxes`.
+  -> CropImage (the 7 samplers) -> RandomInterpImage to `target_size` (608:
+  one of the 5 OpenCV interpolations, uniformly) -> flip (p=0.5) -> RandomShape:
+  INTER_NEAREST to the batch's square size (320..608) -> normalise (/255,
+  ImageNet mean/std, RGB) -> pad boxes to `max_boxes`. Paddle normalised before
+  RandomShape; nearest-neighbour only picks pixels, so the order is the same.
 eval: INTER_CUBIC resize to the square eval size (aspect not kept), normalise.
 
 Boxes inside the pipeline are normalised xyxy in [0, 1].
@@ -240,6 +241,18 @@ def resize(image: np.ndarray, size: int, interp=cv2.INTER_CUBIC) -> np.ndarray:
   return cv2.resize(image, (size, size), interpolation=interp)
 
 
+def random_shape(image: np.ndarray, boxes: np.ndarray, size: int,
+                 target_size: int, interp: int, flipped: bool):
+  """Paddle's YOLOv3 resize path with its random draws given: RandomInterpImage
+  (cv2 `interp` to target_size x target_size), RandomFlipImage when `flipped`,
+  then RandomShape (INTER_NEAREST to size x size). Boxes are normalised, so
+  only the flip moves them."""
+  image = resize(image, target_size, interp)
+  if flipped:
+    image, boxes = flip(image, boxes)
+  return resize(image, size, cv2.INTER_NEAREST), boxes
+
+
 def flip(image: np.ndarray, boxes: np.ndarray):
   """Horizontal flip of an image and its normalised xyxy boxes."""
   boxes = boxes.copy()
@@ -292,11 +305,14 @@ def _output(example, image, target, max_boxes) -> dict[str, Any]:
 
 def train_example(example: dict, size: int, rng: np.random.Generator,
                   partner: dict | None = None, augment='full',
-                  max_boxes: int = 50) -> dict[str, Any]:
+                  max_boxes: int = 50, target_size: int | None = None
+                  ) -> dict[str, Any]:
   """The YOLOv3 train pipeline on one raw example -> one batch element.
 
   `partner` (another raw example) turns mixup on. augment='none' only resizes
   (INTER_CUBIC, as eval) and normalises; 'light' adds colour distortion and flip.
+  'full' resizes through `target_size` (default `size`; the pipeline passes the
+  largest train size, Paddle's 608) as :func:`random_shape`.
   """
   level = augment_level(augment)
   image = example['image']
@@ -313,9 +329,12 @@ def train_example(example: dict, size: int, rng: np.random.Generator,
   if level == 'full':
     image, target = random_expand(image, target, rng)
     image, target = random_crop(image, target, rng)
-    image = resize(image, size, INTERPS[int(rng.integers(len(INTERPS)))])
-  else:
-    image = resize(image, size)
+    interp = INTERPS[int(rng.integers(len(INTERPS)))]
+    image, target['boxes'] = random_shape(
+        image, target['boxes'], size, target_size or size, interp,
+        rng.uniform() < 0.5)
+    return _output(example, image, target, max_boxes)
+  image = resize(image, size)
   if rng.uniform() < 0.5:
     image, target['boxes'] = flip(image, target['boxes'])
   return _output(example, image, target, max_boxes)

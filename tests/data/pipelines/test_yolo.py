@@ -52,6 +52,28 @@ def test_deterministic_and_resumable(cfg):
   assert not equal(a[0], other[0])
 
 
+def test_resize_path_goes_through_the_largest_size(cfg, monkeypatch):
+  """Full augmentation resizes every image to max(train_sizes) (Paddle's 608)
+  before the step's size; the step's size is drawn once per global batch."""
+  import threading
+  from detx.data.pipelines import yolo as P
+  calls, me, real = [], threading.current_thread(), P.T.train_example
+
+  def record(*a, **kw):  # other tests' loader threads may still be prefetching
+    if threading.current_thread() is me:
+      calls.append((a[1], kw['target_size']))
+    return real(*a, **kw)
+  monkeypatch.setattr(P.T, 'train_example', record)
+  cfg.data.train_sizes = [64, 96, 128]
+  fn = YoloPipeline(cfg).train_example(loader.build(cfg, 'train'))
+  b = fn.batch_size
+  for p in range(3 * b):
+    assert fn(p)['image'].shape[0] == calls[-1][0]
+  assert {t for _, t in calls} == {128}
+  sizes = [s for s, _ in calls]
+  assert all(len(set(sizes[i:i + b])) == 1 for i in range(0, 3 * b, b))
+
+
 def test_epochs_and_mixup(cfg):
   ds = loader.build(cfg, 'train')  # 24 images, batch 4: 6 steps per epoch
   batches = take(YoloPipeline(cfg).train_iterator(ds), 18)

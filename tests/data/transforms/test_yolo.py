@@ -223,3 +223,52 @@ def test_padding_example():
   p = T.padding_example(64, 7)
   assert not p['valid'] and p['image'].shape == (64, 64, 3)
   assert p['boxes'].shape == (7, 4) and not p['box_mask'].any()
+
+
+def _paddle_resize_path(image, size, target, interp, flipped):
+  """PaddleDetection 597145c's order, run with OpenCV: RandomInterpImage
+  (cv2.resize by fx/fy to target), RandomFlipImage, NormalizeImage, then
+  RandomShape (cv2.resize by fx/fy, INTER_NEAREST) on the float image."""
+  h, w = image.shape[:2]
+  im = cv2.resize(image, None, None, fx=target / w, fy=target / h,
+                  interpolation=interp)
+  if flipped:
+    im = np.ascontiguousarray(im[:, ::-1])
+  im = transforms.normalize_image(im)
+  return cv2.resize(im, None, None, fx=size / target, fy=size / target,
+                    interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.mark.parametrize('size', [320, 416, 608])
+def test_random_shape_is_opencv_run_paddles_way(size):
+  image = np.random.default_rng(size).integers(0, 256, (173, 251, 3), np.uint8)
+  boxes = np.array([[0.1, 0.2, 0.4, 0.9]], np.float32)
+  for interp in T.INTERPS:
+    for flipped in (False, True):
+      out, b = T.random_shape(image, boxes, size, 608, interp, flipped)
+      assert out.shape == (size, size, 3) and out.dtype == np.uint8
+      np.testing.assert_array_equal(
+          transforms.normalize_image(out),
+          _paddle_resize_path(image, size, 608, interp, flipped))
+      np.testing.assert_allclose(b, [[0.6, 0.2, 0.9, 0.9]] if flipped else boxes,
+                                 atol=1e-6)
+
+
+def test_train_example_resize_path_pixel_equal(monkeypatch):
+  """train_example's full path with distort / expand / crop made identity: its
+  output is OpenCV run Paddle's way with the interpolation and flip the same
+  RNG draws (interp index, then flip) pick."""
+  monkeypatch.setattr(T, 'random_distort', lambda image, rng: image)
+  monkeypatch.setattr(T, 'random_expand', lambda image, target, rng: (image, target))
+  monkeypatch.setattr(T, 'random_crop', lambda image, target, rng: (image, target))
+  ex = _example(h=150, w=210)
+  seen = set()
+  for seed in range(24):
+    r = _rng(seed)
+    interp = T.INTERPS[int(r.integers(len(T.INTERPS)))]
+    flipped = r.uniform() < 0.5
+    seen.add((interp, flipped))
+    out = T.train_example(ex, 352, _rng(seed), target_size=608, max_boxes=4)
+    np.testing.assert_array_equal(
+        out['image'], _paddle_resize_path(ex['image'], 352, 608, interp, flipped))
+  assert {i for i, _ in seen} == set(T.INTERPS) and len({f for _, f in seen}) == 2
