@@ -5,9 +5,10 @@ Cache: $DETX_CACHE, else ~/.cache/detx. A URL goes to CACHE/downloads/<file name
 (a progress bar on stderr), written to a temporary file that is renamed only when it
 is complete: its size must match Content-Length, and its hash the one the URL names in
 a fragment (`...tar#md5=<hex>` or `#sha256=<hex>`). A .tar is unpacked to
-CACHE/extracted/<name>/ the same way (temporary directory, renamed when complete); a
-member with an absolute path, a `..` component, a link or a device is refused. Every
-failure is a WeightLoadError of one line naming the file or URL.
+CACHE/extracted/<name>-<hash of its path, size and mtime>/ the same way (a temporary
+directory renamed when complete); a member with an absolute path, a `..` component, a
+link or a device is refused. Every failure is a WeightLoadError of one line naming the
+file or URL.
 """
 from __future__ import annotations
 
@@ -129,11 +130,13 @@ def _check_member(tar_path, member: tarfile.TarInfo) -> None:
 
 
 def extract_tar(tar_path) -> Path:
-  """CACHE/extracted/<tar name>/ (unpacked first unless it is there): the directory that
+  """CACHE/extracted/<tar name>-<key>/ (unpacked first unless it is there): the directory that
   holds the variables (the archive's single top-level directory, as released)."""
-  tar_path = Path(tar_path)
+  tar_path = Path(tar_path).resolve()
   name = tar_path.name[:-len('.tar.gz')] if tar_path.name.endswith('.tar.gz') else tar_path.stem
-  target = cache_dir() / 'extracted' / name
+  stat = tar_path.stat()  # another file of the same name is another entry
+  key = hashlib.sha1(f'{tar_path}:{stat.st_size}:{stat.st_mtime_ns}'.encode()).hexdigest()
+  target = cache_dir() / 'extracted' / f'{name}-{key[:10]}'
   if not target.is_dir():
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=target.parent))

@@ -110,7 +110,8 @@ def test_url_of_a_paddle_tar_and_a_pdparams(tmp_path, server, cache, capsys):
     assert requests.count(f'/{name}') == 1
     assert f'pretrained from {url}/{name}: loaded ' in capsys.readouterr().out
   assert (cache / 'downloads' / 'tiny_pretrained.tar').is_file()
-  assert (cache / 'extracted' / 'tiny_pretrained' / 'tiny_pretrained').is_dir()
+  [unpacked] = (cache / 'extracted').iterdir()
+  assert unpacked.name.startswith('tiny_pretrained-') and (unpacked / 'tiny_pretrained').is_dir()
   assert not [f for f in _files(cache) if '.part' in f or f.startswith('.')]
   # an inference model directory: one combined __params__ file
   c, fresh, _ = _tiny_state(tmp_path, seed=5)
@@ -200,3 +201,15 @@ def test_hostile_tar_members_are_refused(tmp_path, cache):
                                  f'({problem}); weight archives hold plain files only')
     assert not outside.exists()
     assert _files(cache / 'extracted') == []
+
+
+def test_tars_of_one_name_unpack_apart(tmp_path, cache):
+  dirs = []
+  for i in (1, 2):
+    (tmp_path / f'd{i}').mkdir()
+    pw.save_paddle_dir(tmp_path / f'src{i}' / 'w', {'fc_w': np.full((2,), i, np.float32)})
+    with tarfile.open(tmp_path / f'd{i}' / 'w.tar', 'w') as tar:
+      tar.add(tmp_path / f'src{i}' / 'w', arcname='w')
+    dirs.append(fetch.resolve(tmp_path / f'd{i}' / 'w.tar'))
+  assert dirs[0] != dirs[1] and fetch.resolve(tmp_path / 'd1' / 'w.tar') == dirs[0]
+  assert [pw.load_paddle_file(d / 'fc_w')[0] for d in dirs] == [1, 2]
