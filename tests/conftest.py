@@ -28,6 +28,40 @@ if _cache:
 COCO_TINY = Path(__file__).parents[1].parent / 'shared/data/coco_tiny'
 
 
+@pytest.fixture(autouse=True)
+def fit_record(request):
+  """With DETX_FIT_RECORD=PATH (experiments/fits.py overfit sets it), every
+  train.train_and_evaluate call of a test is timed and its final metrics are added to
+  the record at PATH (experiments/record.py), keyed by the test's id; off otherwise."""
+  path = os.environ.get('DETX_FIT_RECORD')
+  if not path:
+    yield
+    return
+  import time
+  from detx import train
+  runs, real = [], train.train_and_evaluate
+
+  def timed(config, workdir, *args, **kwargs):
+    t0 = time.time()
+    result = real(config, workdir, *args, **kwargs)
+    runs.append({'workdir': Path(workdir).name, 'model': config.model.name,
+                 'steps': config.train.steps, 'data.max_size': config.data.max_size,
+                 'seconds': round(time.time() - t0, 1),
+                 'metrics': {k: round(float(v), 4) for k, v in result.items()
+                             if k.split('/')[0] in ('bbox', 'segm', 'voc')
+                             and k.count('/') == 1}})
+    return result
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, 'train_and_evaluate', timed)
+    yield
+  if runs:
+    from experiments import record
+    values = record.read(path)['values'] if Path(path).exists() else {}
+    values[request.node.nodeid] = runs
+    record.write(Path(path).resolve(), values)
+
+
 @pytest.fixture(scope='session')
 def coco_tiny_dir() -> Path:
   if not (COCO_TINY / 'annotations').is_dir():

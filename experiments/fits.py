@@ -1,0 +1,153 @@
+r"""Training runs whose results the README quotes, each saved as a record (experiments/record.py).
+
+  # The quickstart in float32 and bfloat16, three seeds each, and each float32 run's
+  # final checkpoint evaluated again with bfloat16 inference:
+  python experiments/fits.py quickstart --seeds=0,1,2 --dtypes=float32,bfloat16 \
+      --steps=800 --workdir=/tmp/fits --out=quickstart_bf16_cpu.json
+  # The README's first command as it is (1500 steps, one seed):
+  python experiments/fits.py quickstart --seeds=0 --dtypes=float32 --steps=1500 \
+      --workdir=/tmp/fits_full --out=quickstart_cpu.json
+  # The slow tier's fits of 8 real COCO images (tests/test_overfit*.py), their metrics
+  # and times (tests/conftest.py's fit_record hook writes the record as each test ends):
+  python experiments/fits.py overfit --out=overfit_cpu.json [-- -k yolov3]
+
+Each run is `python -m detx.main --config=configs/quickstart.py` in a subprocess (the
+shapes data generated once under WORKDIR/shapes); its wall time, last train/loss and
+final bbox/AP, AP50 go into the record with the medians per dtype and the ratio
+bf16 / f32 of the median AP50s. A run already finished in WORKDIR is read, not rerun.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import record  # noqa: E402
+from detx import metrics  # noqa: E402
+
+ROOT = record.ROOT
+
+
+def _final(workdir: Path) -> dict:
+  rows = metrics.read_metrics(workdir)
+  evals = [r for r in rows if 'bbox/AP50' in r]
+  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
+  if not evals:
+    return {}
+  return {'bbox/AP': evals[-1]['bbox/AP'], 'bbox/AP50': evals[-1]['bbox/AP50'],
+          'step': evals[-1]['step'], 'first_loss': losses[0] if losses else None,
+          'last_loss': losses[-1] if losses else None}
+
+
+def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int) -> dict:
+  out = workdir / f'{dtype}_seed{seed}'
+  done = _final(out)
+  if done.get('step') == steps:
+    return dict(done, seconds=json.loads((out / 'fit_seconds.json').read_text())
+                if (out / 'fit_seconds.json').exists() else None)
+  cmd = [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py',
+         f'--workdir={out}', f'--config.seed={seed}', f'--config.model.dtype={dtype}',
+         f'--config.train.steps={steps}', f'--config.data.dir={workdir / "shapes"}',
+         f'--config.data.cache_dir={workdir / "tfds"}']
+  t0 = time.time()
+  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  seconds = time.time() - t0
+  if r.returncode != 0:
+    raise SystemExit(f'{" ".join(cmd)} failed:\n{r.stderr[-3000:]}')
+  (out / 'fit_seconds.json').write_text(json.dumps(seconds))
+  return dict(_final(out), seconds=seconds)
+
+
+def eval_with_dtype(workdir: Path, dtype: str) -> dict:
+  """The run's final checkpoint evaluated with model.dtype=dtype (same weights)."""
+  from detx import cli, sharding
+  from detx import evaluation
+  from detx.evaluation import loop
+  config = cli.load_config_file(str(ROOT / 'configs/quickstart.py'))
+  stored = json.loads((workdir / 'config.json').read_text())
+  config.seed = stored['seed']
+  config.data.dir, config.data.cache_dir = stored['data']['dir'], stored['data']['cache_dir']
+  config.train.steps = stored['train']['steps']
+  config.model.dtype = dtype
+  mesh = sharding.make_mesh()
+  module, state = loop.restore_state(config, str(workdir), mesh)
+  result = evaluation.evaluate(config, module, state.variables(), mesh)
+  return {'bbox/AP': result['bbox/AP'], 'bbox/AP50': result['bbox/AP50']}
+
+
+def quickstart(args) -> dict:
+  workdir = Path(args.workdir)
+  seeds = [int(s) for s in args.seeds.split(',')]
+  dtypes = args.dtypes.split(',')
+  runs = []
+  for seed in seeds:
+    for dtype in dtypes:
+      row = dict(seed=seed, dtype=dtype, **run_quickstart(workdir, seed, dtype, args.steps))
+      if dtype == 'float32' and 'bfloat16' in dtypes:
+        row['bf16_inference'] = eval_with_dtype(workdir / f'{dtype}_seed{seed}', 'bfloat16')
+      print(json.dumps(row), flush=True)
+      runs.append(row)
+  values = {'steps': args.steps, 'runs': runs, 'median': {}}
+  for dtype in dtypes:
+    ap50 = [r['bbox/AP50'] for r in runs if r['dtype'] == dtype]
+    values['median'][dtype] = {'bbox/AP50': statistics.median(ap50),
+                               'bbox/AP': statistics.median(
+                                   [r['bbox/AP'] for r in runs if r['dtype'] == dtype]),
+                               'seconds': statistics.median(
+                                   [r['seconds'] for r in runs if r['dtype'] == dtype])}
+  if {'float32', 'bfloat16'} <= set(dtypes):
+    m = values['median']
+    values['bf16_over_f32_ap50'] = m['bfloat16']['bbox/AP50'] / max(m['float32']['bbox/AP50'], 1e-9)
+  return values
+
+
+FIT_TESTS = ('tests/test_overfit.py', 'tests/test_overfit_rcnn.py')
+
+
+def overfit(args, extra) -> int:
+  """Runs the fit tests with DETX_FIT_RECORD set: the record holds each test's runs
+  (model, steps, seconds, final metrics); the tests keep their floors."""
+  out = Path(args.out) if Path(args.out).is_absolute() else record.RESULTS / args.out
+  out.unlink(missing_ok=True)
+  env = dict(os.environ, DETX_FIT_RECORD=str(out))
+  cmd = [sys.executable, '-m', 'pytest', '-q', '-m', 'slow', '-n', '0', '-p',
+         'no:cacheprovider', *FIT_TESTS, *extra]
+  rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+  if out.exists():
+    rec = record.read(out)
+    rec['command'] = record.command()
+    out.write_text(json.dumps(rec, indent=2) + '\n')
+    print('record:', out)
+  return rc
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  sub = p.add_subparsers(dest='what', required=True)
+  q = sub.add_parser('quickstart', help='the quickstart per seed and dtype')
+  q.add_argument('--seeds', default='0,1,2')
+  q.add_argument('--dtypes', default='float32,bfloat16')
+  q.add_argument('--steps', type=int, default=800)
+  q.add_argument('--workdir', default='/tmp/detx_fits')
+  q.add_argument('--out', default='', help='record file (a bare name: experiments/results/)')
+  o = sub.add_parser('overfit', help='the slow tier fits, recorded')
+  o.add_argument('--out', default='overfit_cpu.json')
+  argv = sys.argv[1:] if argv is None else list(argv)
+  extra = argv[argv.index('--') + 1:] if '--' in argv else []
+  args = p.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+  if args.what == 'overfit':
+    raise SystemExit(overfit(args, extra))
+  values = quickstart(args)
+  print(json.dumps(values.get('median')), values.get('bf16_over_f32_ap50', ''))
+  if args.out:
+    print('record:', record.write(args.out, values))
+  return values
+
+
+if __name__ == '__main__':
+  main()
