@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from detx import sharding, train
+from detx import errors
 from detx.errors import one_line
 from detx.models.base import build_model
 from detx.weights import fetch, pdparams
@@ -136,7 +137,7 @@ def test_truncated_and_wrong_hash_keep_nothing(tmp_path, server, cache):
   assert _files(cache / 'downloads') == ['w.tar']
 
 
-def test_unreachable_url_says_how_to_go_on(tmp_path, cache):
+def test_unreachable_url_says_how_to_go_on(tmp_path, cache, capsys):
   c, state, rules = _tiny_state(tmp_path)
   c.model.pretrained = 'http://127.0.0.1:9/ResNet50_cos_pretrained.tar'  # discard port
   with pytest.raises(pw.WeightLoadError) as e:
@@ -145,6 +146,9 @@ def test_unreachable_url_says_how_to_go_on(tmp_path, cache):
   assert 'cannot download http://127.0.0.1:9/ResNet50_cos_pretrained.tar' in msg
   assert str(cache / 'downloads' / 'ResNet50_cos_pretrained.tar') in msg
   assert "--config.model.pretrained=''" in msg
+  # the command lines' guard: that one line on stderr, exit code 2, no traceback
+  assert errors.guard(lambda: train.load_pretrained(c, state, rules)) == 2
+  assert capsys.readouterr().err == f'detx: {msg}\n'
 
 
 class _Evil:
