@@ -135,8 +135,9 @@ def test_predict_threshold_json_only_and_batches(tiny_run, tmp_path, capsys):
   assert _load(tmp_path / 'json') == everything  # --json_only keeps every detection
 
 
-# The issue's five families, each trained one step at a tiny size; the same overrides go
-# to both command lines (python -m detx.main --mode=train, python -m detx.predict).
+# The issue's five families, each trained one step at a tiny size (python -m detx.main
+# --mode=train with the overrides), then python -m detx.predict without them: it reads
+# the run's config.json.
 FAST_XLA = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
 CLI_CONFIGS = ('yolov3_darknet', 'faster_rcnn_r50_fpn_1x', 'mask_rcnn_r50_fpn_1x',
                'cascade_rcnn_r50_fpn_1x', 'retinanet_r50_fpn_1x')
@@ -162,12 +163,17 @@ def _overrides(name, data_dir, cache_dir) -> dict:
 
 
 @pytest.fixture(scope='module')
-def val_image(coco_tiny_dir):
-  """One coco_tiny val image with objects (its file name is its COCO image id)."""
+def val_images(coco_tiny_dir, tmp_path_factory):
+  """A directory of 3 coco_tiny val images with objects (each file name is its COCO
+  image id), and the val annotations."""
   from detx.evaluation.coco import load_coco
   coco = load_coco(coco_tiny_dir / 'annotations/instances_val2017.json')
-  image_id = sorted(i for i in coco.getImgIds() if coco.getAnnIds(imgIds=[i]))[0]
-  return coco, coco_tiny_dir / 'val2017' / coco.imgs[image_id]['file_name']
+  ids = sorted(i for i in coco.getImgIds() if coco.getAnnIds(imgIds=[i]))[:3]
+  out = tmp_path_factory.mktemp('val_images')
+  for i in ids:
+    name = coco.imgs[i]['file_name']
+    (out / name).write_bytes((coco_tiny_dir / 'val2017' / name).read_bytes())
+  return coco, out
 
 
 def _run(module, name, args, overrides):
@@ -185,31 +191,35 @@ def _run(module, name, args, overrides):
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
 @pytest.mark.parametrize('name', CLI_CONFIGS)
-def test_predict_command_line_every_family(name, coco_tiny_dir, tmp_cache, val_image,
+def test_predict_command_line_every_family(name, coco_tiny_dir, tmp_cache, val_images,
                                            tmp_path_factory):
-  """`python -m detx.predict` from a one-step checkpoint (`python -m detx.main
-  --mode=train`): a drawn image and a json that pycocotools' loadRes accepts; Mask R-CNN
-  draws masks and writes them as RLE."""
-  coco, image = val_image
+  """`python -m detx.predict` on a directory of 3 images (one batch of 4, the last row
+  padding) from a one-step checkpoint (`python -m detx.main --mode=train`), its config
+  from the run's config.json: drawn images and a json that pycocotools' loadRes accepts;
+  Mask R-CNN draws masks and writes them as RLE."""
+  coco, images = val_images
   tmp = tmp_path_factory.mktemp(name)
-  overrides = _overrides(name, coco_tiny_dir, tmp_cache)
-  _run('detx.main', name, [f'--workdir={tmp / "run"}', '--mode=train'], overrides)
+  _run('detx.main', name, [f'--workdir={tmp / "run"}', '--mode=train'],
+       _overrides(name, coco_tiny_dir, tmp_cache))
   out = tmp / 'out'
-  _run('detx.predict', name, [f'--checkpoint={tmp / "run"}', f'--input={image}',
-                              f'--output={out}', '--draw_threshold=0.0'], overrides)
+  _run('detx.predict', name, [f'--checkpoint={tmp / "run"}', f'--input={images}',
+                              f'--output={out}', '--threshold=0.0', '--batch_size=4'], {})
 
-  drawn = cv2.imread(str(out / f'{image.stem}.jpg')).astype(int)
-  original = cv2.imread(str(image))
-  assert drawn.shape == original.shape
+  files = sorted(images.iterdir())
+  for image in files:
+    drawn = cv2.imread(str(out / f'{image.stem}.jpg')).astype(int)
+    original = cv2.imread(str(image))
+    assert drawn.shape == original.shape
   assert np.abs(drawn - original).max() > 100  # boxes were drawn on it
   results = json.loads((out / 'detections.json').read_text())
-  assert results and {r['image_id'] for r in results} == {int(image.stem)}
+  assert results and {r['image_id'] for r in results} == {int(f.stem) for f in files}
   res = coco.loadRes(str(out / 'detections.json'))
   assert len(res.getAnnIds()) == len(results)
   assert {r['category_id'] for r in results} <= set(coco.getCatIds())
   if name.startswith('mask_rcnn'):
     assert all(isinstance(r['segmentation']['counts'], str) for r in results)
-    masks = np.stack([res.annToMask(a) for a in res.loadAnns(res.getAnnIds())])
+    image_id = int(files[-1].stem)
+    masks = np.stack([res.annToMask(a) for a in res.loadAnns(res.getAnnIds(imgIds=[image_id]))])
     assert masks.shape[1:] == original.shape[:2]
     union = masks.any(0)
     assert union.sum() > 100
