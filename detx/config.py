@@ -47,8 +47,10 @@ def default() -> ml_collections.ConfigDict:
       keep_crowd=False, buckets=())  # buckets: explicit [h, w] pad shapes; () = derived
   # eval.metric: 'coco' (bbox, + segm for mask models) or 'voc' (voc/mAP at IoU 0.5,
   # eval.map_type '11point' or 'integral'); detx.evaluation.EVALUATORS.
+  # eval.sizes: evaluate at each of these square sizes (YOLOv3; bbox@416/AP, ...), the
+  # first as the headline; () = eval.size only (detx.evaluation.loop.evaluate).
   c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4,
-                metric='coco', map_type='11point')
+                metric='coco', map_type='11point', sizes=())
   c.train = dict(steps=1000, batch_size=8, stop_at=0, log_every=20,
                  checkpoint_every=500, keep_checkpoints=3, max_bad_steps=20,
                  best_metric='bbox/AP', inject_nan_steps=(),

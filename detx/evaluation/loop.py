@@ -8,6 +8,7 @@ counts, and the evaluator's per-class AP; ``evaluate_checkpoint`` does that for 
 checkpoint of a workdir (detx.checkpoint.select: the latest, a step, the best) and
 prints the full report (detx.evaluation.report).
 """
+import json
 import time
 from pathlib import Path
 
@@ -63,15 +64,61 @@ def pasted_masks(dets, valid, orig_size) -> list:
           for b in range(len(valid))]
 
 
+def eval_sizes(config) -> list[int]:
+  """eval.sizes (the zoo's 608 / 416 / 320 columns of a YOLOv3 row), [] when unset."""
+  sizes = list(config.eval.get('sizes', ()) or ())
+  if sizes and family(config).pipeline != 'yolo':
+    raise ConfigError(f'eval.sizes applies to square-input (YOLOv3) models; '
+                      f'{config.model.name} sets its eval size through its data keys')
+  if any(not isinstance(s, int) or s <= 0 or s % 32 for s in sizes) or len(set(sizes)) < len(sizes):
+    raise ConfigError(f'eval.sizes must be distinct positive multiples of 32, got {tuple(sizes)}')
+  return sizes
+
+
+def at_size(results: dict, size: int) -> dict:
+  """`results` with the size in each metric's prefix: bbox/AP -> bbox@416/AP,
+  eval/images -> eval@416/images (the compile counts are per run, left out)."""
+  return {k.replace('/', f'@{size}/', 1): v for k, v in results.items()
+          if '/' in k and not k.startswith('jit/')}
+
+
 def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writer=None,
              step=0, report_dir=None) -> dict:
   """eval.metric of `variables` on eval.split (the first eval.limit images), with the
   per-class AP (report.per_class_key). `report_dir`: also print the full report and
-  write it there with the detections and the precision-recall image (report.publish)."""
+  write it there with the detections and the precision-recall image (report.publish).
+
+  eval.sizes: one evaluation per size, each one's metrics under its own prefix
+  (at_size: bbox@416/AP); the first size's are also the plain keys (bbox/AP: the
+  headline, train.best_metric) and its report goes to `report_dir`, the others' to
+  `report_dir`/<size>/."""
   if dataset is None:
     dataset = loader.build(config, config.eval.split)
     loader.check_num_classes(config, dataset, evaluating=True)
   eval_step = eval_step or make_eval_step(module, mesh)
+  results = {}
+  for i, size in enumerate(eval_sizes(config) or [None]):
+    sized = config
+    if size is not None:
+      sized = config.copy_and_resolve_references()
+      sized.eval.size = size
+    one = _evaluate(sized, module, variables, mesh, eval_step, dataset,
+                    writer if i == 0 else None, step, report_dir if i == 0 or report_dir is None
+                    else Path(report_dir) / str(size))
+    if size is not None:
+      results.update(at_size(one, size))
+      print(f'detx: eval at {size}: ' + json.dumps(report.headline(one)), flush=True)
+    if i == 0:
+      results.update(one)
+  results.update(metrics.compile_counts())
+  if writer is not None:
+    writer.write(step, results)
+  return results
+
+
+def _evaluate(config, module, variables, mesh, eval_step, dataset, writer, step,
+              report_dir) -> dict:
+  """One evaluation at the pipeline's eval size (evaluate without eval.sizes)."""
   n_dev = mesh.devices.size
   batch_size = -(-config.eval.batch_size // n_dev) * n_dev
   has_masks = family(config).has_masks
@@ -112,9 +159,6 @@ def evaluate(config, module, variables, mesh, eval_step=None, dataset=None, writ
     writer.image(step, f'predictions/{int(dataset.image_ids[index])}', image)
   results['eval/images'] = seen
   results['eval/img_per_s'] = seen / max(time.time() - t0, 1e-9)
-  results.update(metrics.compile_counts())
-  if writer is not None:
-    writer.write(step, results)
   if report_dir is not None and jax.process_index() == 0:
     report.publish(summary, evaluator, report_dir, writer, step)
   return results
