@@ -54,6 +54,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detx import config as cfg  # noqa: E402
+from experiments import record  # noqa: E402
 from detx import evaluation, sharding, train  # noqa: E402
 from detx.data import loader, pipelines as input_pipelines  # noqa: E402
 from detx.data.transforms import rcnn as rcnn_transforms  # noqa: E402
@@ -559,6 +560,12 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+def save_record(path, rows, argv=None):
+  """--json: the rows as a record (experiments/record.py: command, commit, machine, date)."""
+  argv = sys.argv if argv is None else [__file__] + list(argv)
+  record.write(Path(path).resolve(), {'rows': rows}, argv)
+
+
 def main(argv=None):
   args = parse_args(argv)
   modes = tuple(args.modes.split(','))
@@ -586,7 +593,7 @@ def main(argv=None):
     rows = bench_loader(args.data_dir, workers, args.loader_batches, args.loader_batch_size)
     print(loader_markdown(rows))
     if args.json:
-      Path(args.json).write_text(json.dumps(rows, indent=2))
+      save_record(args.json, rows, argv)
     return rows
   cache_dir = None
   if args.compile_cache:
@@ -613,7 +620,7 @@ def main(argv=None):
         r['compile_warm_s'] = warm.get((r['mode'], r['size']))
     rows += model_rows
     if args.json:  # after each model, so a run cut short keeps its rows
-      Path(args.json).write_text(json.dumps(rows, indent=2))
+      save_record(args.json, rows, argv)
   # The peak is the best of a measurement before and after the models, so a
   # busy machine shows as a low peak fraction rather than an inflated one.
   after = matmul_gflops()
@@ -623,7 +630,7 @@ def main(argv=None):
     peak = after
   print(to_markdown(rows, peak))
   if args.json:
-    Path(args.json).write_text(json.dumps(rows, indent=2))
+    save_record(args.json, rows, argv)
   return rows
 
 

@@ -57,7 +57,10 @@ def test_tiny_table_and_json_without_torchvision(tmp_path, capsys, no_torchvisio
   assert '| model | mode | size | batch | detx img/s | peer |' in printed
   assert 'float32 matmul peak measured in this run' in printed
   saved = json.loads(out.read_text())
-  assert saved == json.loads(json.dumps(rows))
+  assert saved['values']['rows'] == json.loads(json.dumps(rows))
+  assert {'command', 'commit', 'machine', 'date'} <= set(saved)
+  assert saved['command'].startswith('python experiments/benchmark.py --models=')
+  saved = saved['values']['rows']
   assert [(r['mode'], r['size'], r['batch']) for r in saved] == [('train', 64, 2), ('infer', 64, 1)]
   for r in saved:
     assert FIELDS <= set(r)
