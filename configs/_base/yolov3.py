@@ -35,6 +35,9 @@ def get_config(dataset='coco'):
   m.nms = dict(score_threshold=0.01, nms_top_k=1000, keep_top_k=100, nms_threshold=0.45)
 
   c.data.max_boxes = 50
+  # Multi-scale as Paddle's: random interpolation to 608, then nearest to a size drawn
+  # from these, one size per global batch (Paddle: per device batch of 8; README
+  # "YOLOv3 input sizes"). eval.sizes=(608, 416, 320) gives the zoo's three columns.
   c.data.train_sizes = tuple(range(320, 609, 32))
   c.data.mixup_epochs = 250
   c.data.num_workers = 8
