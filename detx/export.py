@@ -200,6 +200,9 @@ def cli_run(argv) -> int:
   flags.DEFINE_string('platforms', '', 'jax.export platforms, e.g. cpu,cuda (default: '
                       'this machine\'s).', flag_values=fv)
   argv = list(argv)
+  if any(a.lstrip('-') in ('help', 'h', 'helpfull') for a in argv[1:]):
+    print(__doc__ + '\n' + fv.get_help())
+    return 0
   return errors.guard(lambda: main(argv, fv), argv)
 
 

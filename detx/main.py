@@ -64,7 +64,10 @@ def main(argv):
     from detx import evaluation
     evaluation.evaluate_checkpoint(config, workdir, step_dir)
   else:
-    from detx import predict
+    from detx import predict  # the run's config.json, this command line's overrides on top
+    config, line = predict.run_config_of(
+        config, config_flags.get_config_filename(flags.FLAGS['config']), workdir)
+    print(f'predict: {line}', flush=True)
     predict.run(config, workdir, _INPUT.value, os.path.join(workdir, 'predictions'))
 
 

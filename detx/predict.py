@@ -144,10 +144,12 @@ def _batches(files, pipeline, batch_size):
 
 
 def run(config, checkpoint_path, input_path, output_dir, threshold: float | None = None,
-        json_only: bool = False, batch_size: int = 0, exported=None) -> list[dict]:
+        json_only: bool = False, batch_size: int = 0, exported=None,
+        draw_threshold: float | None = None) -> list[dict]:
   """Predicts every image of `input_path` (see the module docstring); returns the
   COCO results it writes to OUTPUT/detections.json. exported: a detx.export directory
-  made with --format=inference (None: the one checkpoint_path designates, if any)."""
+  made with --format=inference (None: the one checkpoint_path designates, if any).
+  draw_threshold: the former name of `threshold`."""
   import cv2
   from detx import checkpoint, sharding
   from detx.data import pipelines
@@ -161,6 +163,7 @@ def run(config, checkpoint_path, input_path, output_dir, threshold: float | None
   if exported is None:
     checkpoint.find(checkpoint_path)  # a missing checkpoint is refused before the model
   files = list_images(input_path)
+  threshold = threshold if threshold is not None else draw_threshold
   threshold = (0.0 if json_only else 0.5) if threshold is None else float(threshold)
   output_dir = Path(output_dir).expanduser()
   output_dir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +306,9 @@ def cli_run(argv) -> int:
   if FLAGS is None:
     FLAGS = define_flags(flags.FlagValues(), 'predict')
   argv = list(argv)
+  if any(a.lstrip('-') in ('help', 'h', 'helpfull') for a in argv[1:]):
+    print(__doc__ + '\n' + FLAGS.get_help())
+    return 0
   return errors.guard(lambda: main(argv), argv)
 
 

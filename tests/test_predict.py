@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detx import predict, train
+from detx import main as detx_main, predict, train
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,16 @@ def test_predict_reads_the_runs_config_json(tiny_run, tmp_path, capsys):
   results = _load(tmp_path / 'a')
   per_image = [sum(r['file_name'] == f.name for r in results) for f in sorted(images.iterdir())]
   assert per_image == [10] * 5  # model.nms.keep_top_k=10 from config.json, the file's 100
+  # detx.main --mode=predict reads it too
+  code = detx_main.run(['detx.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
+                        '--mode=predict', f'--input={images}', '--config.model.nms.keep_top_k=2'])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert f'predict: config: {workdir / "config.json"} (the run\'s)' in out
+  assert 'overrides model.nms.keep_top_k 100 -> 2' in out  # as the file's 100 read it
+  counts = [sum(r['file_name'] == f.name for r in _load(workdir / 'predictions'))
+            for f in images.iterdir()]
+  assert max(counts) <= 2
   # the file's width would not fit the checkpoint: one line naming the arrays
   code, _, err = predict_cli(capsys, f'--checkpoint={workdir}', f'--input={images}',
                              f'--output={tmp_path / "w"}', '--config.model.backbone.width=0.25')
