@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from detx import checkpoint, export
 from detx.models import base
@@ -52,7 +51,6 @@ def test_params_only_export(tiny_run, tmp_path, capsys):  # noqa: F811
 def test_exported_inference_function(tiny_run, tmp_path, capsys, monkeypatch):  # noqa: F811
   """The serialised eval program, loaded by predict with no model code (building a model
   fails here), gives the checkpoint's detections, batches of 2 with a padded last one."""
-  pytest.importorskip('flatbuffers', reason='jax.export serialisation needs flatbuffers')
   _, workdir, images = tiny_run
   out = tmp_path / 'exp'
   code, _, err = export_cli(capsys, f'--workdir={workdir}', f'--out={out}', '--batch_size=2')
