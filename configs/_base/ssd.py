@@ -41,6 +41,7 @@ def get_config():
   c.eval.metric = 'voc'
   c.train.best_metric = 'voc/mAP'
   c.eval.map_type = '11point'
+  c.eval.bbox_normalized = True  # Paddle's SSD is_bbox_normalized: VOC IoU without the +1
   c.eval.batch_size = 64
   c.train.batch_size = 64
   c.train.checkpoint_every = 2000  # the yml's snapshot_iter

@@ -213,18 +213,19 @@ class DatasetVocEvaluator:
     num_classes: the contiguous class count.
     image_ids: the images scored; those never passed to ``add`` count their ground
       truth with no detections. ``None``: the ground truth's images.
-    map_type, iou_threshold, evaluate_difficult: as ``VocEvaluator``.
+    map_type, iou_threshold, evaluate_difficult, is_bbox_normalized: as ``VocEvaluator``.
   """
 
   def __init__(self, ground_truth, num_classes: int, image_ids: Iterable[int] | None = None,
                map_type: str = '11point', iou_threshold: float = 0.5,
-               evaluate_difficult: bool = False):
+               evaluate_difficult: bool = False, is_bbox_normalized: bool = False):
     self.ground_truth = ground_truth
     self.image_ids = sorted(int(i) for i in (ground_truth if image_ids is None else image_ids))
     missing = set(self.image_ids) - set(ground_truth)
     if missing:
       raise ValueError(f'no ground truth for image ids {sorted(missing)[:5]}')
-    self.voc = VocEvaluator(num_classes, iou_threshold, map_type, evaluate_difficult)
+    self.voc = VocEvaluator(num_classes, iou_threshold, map_type, evaluate_difficult,
+                            is_bbox_normalized)
     self._seen: set[int] = set()
 
   def reset(self):
@@ -307,5 +308,8 @@ def dataset_evaluator(config, dataset) -> DatasetVocEvaluator:
     ground_truth = dataset_ground_truth(dataset)
   else:
     ground_truth = coco_ground_truth(dataset.annotation_file, dataset.image_ids)
+  # eval.bbox_normalized: IoU without the +1 pixel, as Paddle scored models whose boxes are
+  # normalised (SSD: is_bbox_normalized; the same IoU as in normalised coordinates).
   return DatasetVocEvaluator(ground_truth, dataset.num_classes, dataset.image_ids,
-                             map_type=config.eval.map_type)
+                             map_type=config.eval.map_type,
+                             is_bbox_normalized=bool(config.eval.get('bbox_normalized', False)))

@@ -98,3 +98,28 @@ def test_tiny_ssd_loss_and_detections():
   b = np.asarray(dets['boxes'])[np.asarray(dets['valid'])]
   assert (b[:, [0, 2]] <= 200).all() and (b[:, [1, 3]] <= 100).all() and (b >= 0).all()
   assert set(np.asarray(dets['classes'])[np.asarray(dets['valid'])]) <= {0, 1, 2}
+
+
+def test_voc_eval_scores_ssd_boxes_as_paddle_normalised():
+  """Paddle scored SSD's normalised boxes with IoU without the +1 pixel (YOLOv3's pixel
+  boxes with it): a 5.5-px box shifted by 2 px has IoU 3.5 / 7.5 = 0.47 (a miss) without,
+  4.5 / 8.5 = 0.53 (a match) with."""
+  from detx.evaluation.voc import dataset_evaluator
+
+  class Voc:
+    name, num_images, num_classes, image_ids = 'voc', 1, 20, [0]
+
+    def __len__(self):
+      return 1
+
+    def annotations(self, i):
+      return dict(image_id=0, boxes=np.array([[0., 0., 5.5, 5.5]]), labels=np.array([3]),
+                  difficult=np.array([False]))
+
+  maps = {}
+  for name in ('ssd_mobilenet_v1_voc', 'yolov3_mobilenet_v1_voc'):
+    ev = dataset_evaluator(cfg.load(name), Voc())
+    ev.add([0], np.array([[[2., 0., 7.5, 5.5]]]), np.array([[0.9]]), np.array([[3]]),
+           np.array([[True]]))
+    maps[name] = ev.evaluate()['voc/mAP']
+  assert maps == {'ssd_mobilenet_v1_voc': 0.0, 'yolov3_mobilenet_v1_voc': 1.0}
