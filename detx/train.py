@@ -240,6 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if do_eval:
     eval_set = loader.build(config, config.eval.split)
     loader.check_num_classes(config, eval_set, evaluating=True)
+    evaluation.loop.eval_sizes(config)  # a bad eval.sizes is refused now, not after training
   state = init_state(config, module, tx, mesh)
   resume_dir = checkpoint.latest_step_dir(workdir) if Path(workdir).is_dir() else None
   if resume_dir is not None:

@@ -125,3 +125,11 @@ def test_eval_sizes_refused(config, keys, message):
   with pytest.raises(ConfigError, match=message):
     evaluation.loop.eval_sizes(cfg.override(cfg.load(config), keys))
 
+
+
+def test_bad_eval_sizes_refused_before_training(tmp_path):
+  from detx import train
+  c = tiny_config(tmp_path, **{'eval.sizes': (64, 100)})
+  with pytest.raises(ConfigError, match='multiples of 32'):
+    train.train_and_evaluate(c, str(tmp_path / 'wd'))
+  assert not (tmp_path / 'wd' / 'checkpoints').exists()
