@@ -4,7 +4,8 @@
 padded to its fixed shapes), pastes masks for mask models, feeds the evaluator that
 ``config.eval.metric`` names in ``EVALUATORS`` and returns its metrics (``bbox/AP``,
 ``segm/AP``, ``voc/mAP``, ...) with ``eval/images``, ``eval/img_per_s`` and the compile
-counts, and the evaluator's per-class AP; ``evaluate_checkpoint`` does that for a
+counts, and the evaluator's per-class AP (per size of eval.sizes, as bbox@416/AP, when
+set); ``evaluate_checkpoint`` does that for a
 checkpoint of a workdir (detx.checkpoint.select: the latest, a step, the best) and
 prints the full report (detx.evaluation.report).
 """
