@@ -5,7 +5,8 @@ the workdir's config.json with the config before anything is built or written an
 refuses (:class:`detx.errors.WorkdirError`, naming the keys) when a key that defines
 the trained state differs: any ``model.*`` key but ``model.pretrained`` (a resumed run
 ignores it), and the optimizer keys whose zero / non-zero value adds or removes
-optimizer state (``optim.clip_norm``, ``optim.momentum``). Every other key may differ
+optimizer state (``optim.clip_norm``, ``optim.momentum``), and ``optim.name`` (RMSProp's
+state). Every other key may differ
 (run control: ``train.steps``, ``train.stop_at``, the cadences, ``data.dir``,
 ``data.num_workers``, ``compile_cache``, ...; and the training recipe from here on) and
 is returned as text to print. Evaluation and predict only print the differences: the
@@ -51,6 +52,8 @@ def defines_state(key: str, old, new) -> bool:
     return True
   if key in _STATE_SWITCHES:
     return bool(old) != bool(new)
+  if key == 'optim.name':  # RMSProp keeps a mean square per parameter; absent = momentum
+    return (old or 'momentum') != (new or 'momentum')
   return False
 
 

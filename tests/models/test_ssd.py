@@ -123,3 +123,11 @@ def test_voc_eval_scores_ssd_boxes_as_paddle_normalised():
            np.array([[True]]))
     maps[name] = ev.evaluate()['voc/mAP']
   assert maps == {'ssd_mobilenet_v1_voc': 0.0, 'yolov3_mobilenet_v1_voc': 1.0}
+
+
+def test_workdir_refuses_an_optimizer_switch():
+  from detx.workdir import defines_state
+  assert defines_state('optim.name', 'rmsprop', 'momentum')
+  assert defines_state('optim.name', None, 'rmsprop')
+  assert not defines_state('optim.name', None, 'momentum')
+  assert not defines_state('optim.rho', 0.95, 0.9)
