@@ -163,6 +163,12 @@ def run(config, checkpoint_path, input_path, output_dir, threshold: float | None
   if exported is None:
     checkpoint.find(checkpoint_path)  # a missing checkpoint is refused before the model
   files = list_images(input_path)
+  if batch_size < 0:
+    raise UserError(f'--batch_size={batch_size}: give a positive number (0: eval.batch_size)')
+  import jax
+  if jax.process_count() > 1:
+    raise UserError('detx.predict runs in one process, on its devices: start it without '
+                    'multi-process initialisation')
   threshold = threshold if threshold is not None else draw_threshold
   threshold = (0.0 if json_only else 0.5) if threshold is None else float(threshold)
   output_dir = Path(output_dir).expanduser()
