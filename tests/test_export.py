@@ -3,6 +3,9 @@ inference function (jax.export), each run by detx.predict and giving the detecti
 the training checkpoint they come from; on the one-step tiny YOLOv3 run of
 tests/test_predict.py."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import numpy as np
 from detx import checkpoint, export
 from detx.models import base
 from tests.helpers import flat_params
-from tests.test_predict import assert_same_detections, predict_cli, tiny_run  # noqa: F401
+from tests.test_predict import ROOT, assert_same_detections, predict_cli, tiny_run  # noqa: F401
 
 
 def export_cli(capsys, *args):
@@ -50,7 +53,8 @@ def test_params_only_export(tiny_run, tmp_path, capsys):  # noqa: F811
 
 def test_exported_inference_function(tiny_run, tmp_path, capsys, monkeypatch):  # noqa: F811
   """The serialised eval program, loaded by predict with no model code (building a model
-  fails here), gives the checkpoint's detections, batches of 2 with a padded last one."""
+  fails here), gives the checkpoint's detections, batches of 2 with a padded last one,
+  and on 2 devices."""
   _, workdir, images = tiny_run
   out = tmp_path / 'exp'
   code, _, err = export_cli(capsys, f'--workdir={workdir}', f'--out={out}', '--batch_size=2')
@@ -77,6 +81,17 @@ def test_exported_inference_function(tiny_run, tmp_path, capsys, monkeypatch):  
     got = json.loads((tmp_path / name / 'detections.json').read_text())
     assert ckpt and {r['image_id'] for r in got} == {r['image_id'] for r in ckpt}
     assert_same_detections(got, ckpt, atol=1e-4)
+  # on 2 devices (a subprocess: XLA's host device count is fixed at start-up): the
+  # program runs per device under shard_map, 2 images each, the last batch of 4 padded
+  env = dict(os.environ, XLA_FLAGS=f'{os.environ.get("XLA_FLAGS", "")} '
+                                   '--xla_force_host_platform_device_count=2')
+  r = subprocess.run([sys.executable, '-m', 'detx.predict', f'--exported={out}',
+                      f'--input={images}', f'--output={tmp_path / "two"}', '--json_only'],
+                     cwd=ROOT, env=env, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'in batches of 4 on 2 device(s)' in r.stdout
+  assert_same_detections(json.loads((tmp_path / 'two' / 'detections.json').read_text()), ckpt,
+                         atol=1e-4)
   # a second export into the same directory replaces it; a directory of something else
   # and a workdir without a checkpoint are refused in one line
   assert export_cli(capsys, f'--workdir={workdir}', f'--out={out}', '--format=params')[0] == 0
