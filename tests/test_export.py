@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from detx import checkpoint, export
+from detx import checkpoint, config as cfg, export, run_config, train, workdir
 from detx.models import base
 from tests.helpers import flat_params
 from tests.test_predict import ROOT, assert_same_detections, predict_cli, tiny_run  # noqa: F401
@@ -100,3 +101,17 @@ def test_exported_inference_function(tiny_run, tmp_path, capsys, monkeypatch):  
   assert code == 2 and 'not empty and holds no export' in err and 'Traceback' not in err
   code, _, err = export_cli(capsys, f'--workdir={tmp_path / "none"}', f'--out={tmp_path / "x"}')
   assert code == 2 and 'no checkpoint' in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('name', sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py')))
+def test_run_config_json_gives_back_the_config(name, tmp_path):
+  """A run's config.json (as training writes it) read back by detx.run_config is the config
+  itself: the same keys, values and types (tuples, not JSON's lists), so predict and export
+  build the model the run trained."""
+  c = cfg.load(name)
+  path = tmp_path / 'config.json'
+  train.write_config(c, tmp_path)
+  back = run_config.get_config(str(path))
+  assert back.to_dict() == c.to_dict()
+  leaves = lambda d: [(k, type(v)) for k, v in workdir.flatten(d).items()]
+  assert leaves(back.to_dict()) == leaves(c.to_dict())
