@@ -42,6 +42,7 @@ def default() -> ml_collections.ConfigDict:
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
       augment='full', cache_dir='', shuffle=True, bad_boxes='error',
       exif='ignore', bad_images='error', empty_images='keep',
+      image_dtype='float32',  # 'uint8': the model normalises (detx.models.inputs)
       # the R-CNN pipeline (detx.data.pipelines.rcnn): resize, padding
       short_side=800, long_side=1333, pad_multiple=32,
       keep_crowd=False, buckets=())  # buckets: explicit [h, w] pad shapes; () = derived

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from detx import ops, optim
-from detx.models import backbones, necks
+from detx.models import backbones, inputs, necks
 from detx.models.heads import roi_heads
 from detx.models.heads.rpn import RPNHead, level_anchors, rpn_losses, rpn_proposals
 from detx.models.layers import Dtype
@@ -204,6 +204,7 @@ class RCNN(nn.Module):
     if 'scale' not in batch:
       batch['scale'] = jnp.ones((n,), jnp.float32)
     batch['scale'] = batch['scale'].astype(jnp.float32)
+    batch['image'] = inputs.batch_image(batch)  # uint8 batches: normalised here
     feats = self.features(batch['image'], train)
     layout = self.rpn_layout(feats)
     outs = self.rpn([f for f, _, _ in layout])

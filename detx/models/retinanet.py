@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from detx import optim
-from detx.models import backbones, necks
+from detx.models import backbones, inputs, necks
 from detx.models.heads.retina import RetinaHead, level_anchors, retina_detections, retina_losses
 from detx.models.layers import Dtype
 from detx.ops.batching import im_info, padded_hw
@@ -71,7 +71,7 @@ class RetinaNet(nn.Module):
     return self.outputs(image, False)[0]
 
   def __call__(self, batch, train: bool):
-    image = batch['image']
+    image = inputs.batch_image(batch)  # uint8 batches: normalised here
     n, hb, wb = image.shape[:3]
     outs, anchors = self.outputs(image, train)
     c = self.cfg

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from detx import ops, optim
-from detx.models import backbones
+from detx.models import backbones, inputs
 from detx.models.heads.yolo import YoloHead
 from detx.models.layers import Dtype
 
@@ -45,7 +45,7 @@ class YOLOv3(nn.Module):
     return self.head([feats[l] for l in LEVELS], train)
 
   def __call__(self, batch, train: bool):
-    outs = self.features(batch['image'], train)
+    outs = self.features(inputs.batch_image(batch), train)  # uint8: normalised here
     return self.losses(outs, batch) if train else self.detect(outs, batch)
 
   def losses(self, outs, batch):

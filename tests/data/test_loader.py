@@ -1,10 +1,13 @@
 """Datasets and the grain machinery: splits, limits, and worker processes
-giving the same batches as in-process loading."""
+giving the same batches as in-process loading (float32 and uint8 images)."""
 import numpy as np
 import pytest
 
-from detx.data import loader
+from detx.config import override
+from detx.data import loader, pipelines
 from detx.data.pipelines import YoloPipeline
+from detx.data.transforms import STD
+from detx.models import inputs
 from tests.data.helpers import equal, take
 
 
@@ -41,11 +44,60 @@ def test_limits(cfg):
   assert set(ids) <= {1, 2, 3, 4, 5}
 
 
-def test_worker_processes_match_in_process(cfg):
-  cfg.data.train_sizes = [64]
+# R-CNN pipelines on the 64x64 shapes: buckets 64x96 and 96x64.
+RCNN_SIZES = {'data.short_side': 64, 'data.long_side': 96}
+
+
+@pytest.mark.parametrize('name,dtype', [('yolov3', 'float32'), ('faster_rcnn', 'uint8'),
+                                        ('mask_rcnn', 'float32')])
+def test_worker_processes_match_in_process(cfg, name, dtype):
+  """The same batches for the same seed and step in-process and in 2 workers: the YOLO,
+  R-CNN and mask pipelines, normalised float32 and uint8 images."""
+  override(cfg, {'model.name': name, 'data.image_dtype': dtype, 'data.train_sizes': [64],
+                 **(RCNN_SIZES if name != 'yolov3' else {})})
   ds = loader.build(cfg, 'train')
-  local = take(YoloPipeline(cfg).train_iterator(ds, start_step=2), 4)
+  local = take(pipelines.for_config(cfg).train_iterator(ds, start_step=2), 3)
   cfg.data.num_workers = 2
-  remote = take(YoloPipeline(cfg).train_iterator(ds, start_step=2), 4)
-  assert all(equal(x, y) for x, y in zip(local, remote))
+  remote = take(pipelines.for_config(cfg).train_iterator(ds, start_step=2), 3)
+  assert len(remote) == 3 and all(equal(x, y) for x, y in zip(local, remote))
   assert all(type(v) is np.ndarray for v in remote[0].values())
+  assert remote[0]['image'].dtype == np.dtype(dtype)
+  assert ('gt_polys' in remote[0]) == (name == 'mask_rcnn')
+
+
+@pytest.mark.parametrize('name', ['faster_rcnn', 'mask_rcnn', 'yolov3'])
+def test_uint8_images_match_float_path(coco_tiny_dir, data_config, name):
+  """data.image_dtype='uint8' (normalised by the model, detx.models.inputs.normalize)
+  against the float32 path on coco_tiny train (flips, YOLO's full augmentation) and eval
+  elements, zoo sizes: every other field equal; R-CNN (which normalises before resizing)
+  within half an intensity level (x/255 units, i.e. |difference| x std), YOLO (which
+  normalises the resized uint8 image) to float32 rounding."""
+  out = {}
+  for dtype in ('float32', 'uint8'):
+    cfg = data_config(coco_tiny_dir, **{'model.name': name, 'data.image_dtype': dtype,
+                                        'train.batch_size': 2, 'data.train_sizes': [416],
+                                        'data.mixup_epochs': 1})
+    ds = loader.build(cfg, 'train')
+    pipe = pipelines.for_config(cfg)
+    train, evals = pipe.train_example(ds), pipe.eval_example(ds, 3)
+    last = -(-ds.num_images // 3) * 3 - 1  # eval padding unless 3 divides the images
+    out[dtype] = [train(i) for i in range(3)] + [evals(i) for i in (0, 1, last)]
+  worst = 0.0
+  for f, u in zip(out['float32'], out['uint8']):
+    assert f.keys() == u.keys() and all(np.array_equal(f[k], u[k]) for k in f if k != 'image')
+    assert u['image'].dtype == np.uint8 and f['image'].dtype == np.float32
+    hw = u['image_hw'][None] if 'image_hw' in u else None
+    image = np.asarray(inputs.normalize(u['image'][None], hw))[0]
+    if not f['valid']:  # YOLO's eval padding: no image_hw, never read
+      continue
+    worst = max(worst, float((np.abs(image - f['image']) * STD).max()))
+  if name == 'yolov3':
+    assert worst < 1e-6
+  else:
+    assert 0 < worst <= 0.5 / 255 + 1e-5  # the issue's bound is 1/255
+
+
+def test_image_dtype_refused(cfg):
+  cfg.data.image_dtype = 'float16'
+  with pytest.raises(ValueError, match='image_dtype'):
+    YoloPipeline(cfg)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from detx.data import loader
-from detx.data.transforms import augment_level
+from detx.data.transforms import augment_level, check_image_dtype
 
 
 class TrainExamples:
@@ -49,6 +49,9 @@ class Pipeline:
     self.augment = augment_level(data.augment)
     self.shuffle = bool(data.shuffle)
     self.max_boxes = int(data.max_boxes)
+    # 'uint8': batches carry resized RGB, the model normalises (detx.models.inputs);
+    # a quarter of the bytes through the worker processes' shared memory.
+    self.image_dtype = check_image_dtype(data.get('image_dtype', 'float32'))
 
   # -- what a pipeline defines ------------------------------------------------
 

@@ -140,7 +140,7 @@ class RcnnEvalExample:
     if index >= self.dataset.num_images:
       return T.padding_example(
           pad_shape, self.settings['max_boxes'], self.settings['with_masks'],
-          self.settings['mask_points'])
+          self.settings['mask_points'], self.settings['image_dtype'])
     return T.eval_example(self.dataset[index], pad_shape=pad_shape,
                           **self.settings)
 
@@ -174,7 +174,8 @@ class RcnnPipeline(Pipeline):
     return dict(short_side=self.short_side, long_side=self.long_side,
                 max_boxes=self.max_boxes, with_masks=self.with_masks,
                 mask_points=self.mask_points,
-                mask_polygons=self.mask_polygons, keep_crowd=self.keep_crowd)
+                mask_polygons=self.mask_polygons, keep_crowd=self.keep_crowd,
+                image_dtype=self.image_dtype)
 
   def buckets(self, mode: str = 'all', eval_batch_size: int | None = None
               ) -> list[tuple[int, int]]:
@@ -211,7 +212,7 @@ class RcnnPipeline(Pipeline):
     if pad_shape is None:
       pad_shape = self.buckets('eval')[0]
     return T.padding_example(pad_shape, self.max_boxes, self.with_masks,
-                             self.mask_points)
+                             self.mask_points, self.image_dtype)
 
   def eval_batch(self, images: Sequence[np.ndarray],
                  batch_size: int | None = None) -> dict[str, np.ndarray]:

@@ -36,8 +36,9 @@ class TrainExample(TrainExamples):
   """Global example position -> one transformed train example."""
 
   def __init__(self, dataset: loader.Dataset, *, sizes, mixup_epochs: int,
-               max_boxes: int, **kwargs):
+               max_boxes: int, image_dtype: str = 'float32', **kwargs):
     super().__init__(dataset, **kwargs)
+    self.image_dtype = image_dtype
     self.sizes = list(sizes)
     self.mixup_epochs = int(mixup_epochs)
     self.max_boxes = int(max_boxes)
@@ -69,22 +70,25 @@ class TrainExample(TrainExamples):
     return T.train_example(
         self.dataset[index], self.size(step), rng, partner=partner,
         augment=self.augment, max_boxes=self.max_boxes,
-        target_size=max(self.sizes))
+        target_size=max(self.sizes), image_dtype=self.image_dtype)
 
 
 class EvalExample:
   """Index in image-id order -> one eval example (padding beyond the end)."""
 
-  def __init__(self, dataset: loader.Dataset, size: int, max_boxes: int):
+  def __init__(self, dataset: loader.Dataset, size: int, max_boxes: int,
+               image_dtype: str = 'float32'):
     self.dataset = dataset
     self.size = int(size)
     self.max_boxes = int(max_boxes)
+    self.image_dtype = image_dtype
 
   def __call__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if index >= self.dataset.num_images:
-      return T.padding_example(self.size, self.max_boxes)
-    return T.eval_example(self.dataset[index], self.size, self.max_boxes)
+      return T.padding_example(self.size, self.max_boxes, self.image_dtype)
+    return T.eval_example(self.dataset[index], self.size, self.max_boxes,
+                          self.image_dtype)
 
 
 class YoloPipeline(Pipeline):
@@ -104,18 +108,19 @@ class YoloPipeline(Pipeline):
     return TrainExample(
         dataset, seed=self.seed, batch_size=self.train_batch_size,
         sizes=self.train_sizes, mixup_epochs=self.mixup_epochs,
-        augment=self.augment, shuffle=self.shuffle, max_boxes=self.max_boxes)
+        augment=self.augment, shuffle=self.shuffle, max_boxes=self.max_boxes,
+        image_dtype=self.image_dtype)
 
   def eval_example(self, dataset, batch_size: int) -> EvalExample:
     del batch_size  # every eval element has the one square shape
-    return EvalExample(dataset, self.eval_size, self.max_boxes)
+    return EvalExample(dataset, self.eval_size, self.max_boxes, self.image_dtype)
 
   def padding_example(self) -> dict[str, np.ndarray]:
-    return T.padding_example(self.eval_size, self.max_boxes)
+    return T.padding_example(self.eval_size, self.max_boxes, self.image_dtype)
 
   def eval_batch(self, images: Sequence[np.ndarray],
                  batch_size: int | None = None) -> dict[str, np.ndarray]:
-    elements = [T.eval_example(ex, self.eval_size, self.max_boxes)
+    elements = [T.eval_example(ex, self.eval_size, self.max_boxes, self.image_dtype)
                 for ex in self._user_examples(images)]
     return self._padded(elements, self.padding_example(), batch_size)
 

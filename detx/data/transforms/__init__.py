@@ -24,6 +24,17 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
   return out
 
 
+IMAGE_DTYPES = ('float32', 'uint8')
+
+
+def check_image_dtype(image_dtype: str) -> str:
+  """config data.image_dtype: 'float32' (batches carry normalised images) or 'uint8'
+  (resized RGB, normalised by the model: detx.models.inputs)."""
+  if image_dtype not in IMAGE_DTYPES:
+    raise ValueError(f'data.image_dtype={image_dtype!r}; expected one of {IMAGE_DTYPES}')
+  return image_dtype
+
+
 AUGMENT_LEVELS = ('none', 'light', 'full')
 
 

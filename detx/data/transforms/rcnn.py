@@ -26,7 +26,7 @@ from absl import logging
 
 from detx.data import masks as mask_lib
 from detx.data.bad_data import DataError
-from detx.data.transforms import augment_level, raw_targets
+from detx.data.transforms import augment_level, check_image_dtype, raw_targets
 
 # Paddle's NormalizeImage holds mean/std as float64 arrays and normalises a
 # float32 image in place: (x / 255) in float32, then -mean, /std in float64
@@ -143,8 +143,14 @@ def transform(example: dict, *, short_side: int, long_side: int,
               pad_shape: Sequence[int], flip: bool = False,
               max_boxes: int = 100, with_masks: bool = False,
               mask_points: int = 1024, mask_polygons: int = 64,
-              keep_crowd: bool = False) -> dict[str, Any]:
+              keep_crowd: bool = False, image_dtype: str = 'float32'
+              ) -> dict[str, Any]:
   """One raw example -> one R-CNN batch element padded to `pad_shape`.
+
+  image_dtype 'uint8' resizes the unnormalised image (float32) and rounds it to
+  uint8, leaving normalising to the model (detx.models.inputs): normalising
+  and bilinear resizing commute, so the element is the float path's image
+  rounded to the nearest intensity level (within 1/2 level, 0.5/255 of x/255).
 
   Crowd annotations are dropped unless `keep_crowd` (Paddle's coco_loader
   reads iscrowd=False only); kept ones are flagged in `is_crowd` and count
@@ -175,14 +181,19 @@ def transform(example: dict, *, short_side: int, long_side: int,
     image = image[:, ::-1]
     boxes = flip_boxes_legacy(boxes, width)
   scale = im_scale(height, width, short_side, long_side)
-  im = resize(normalize_image_paddle(image), scale)
+  uint8 = check_image_dtype(image_dtype) == 'uint8'
+  im = resize(image.astype(np.float32) if uint8 else
+              normalize_image_paddle(image), scale)
+  if uint8:
+    im = np.rint(im, out=im).astype(np.uint8)
   rh, rw = im.shape[:2]
   ph, pw = int(pad_shape[0]), int(pad_shape[1])
   if rh > ph or rw > pw:
     raise ValueError(
         f'image {example.get("image_id")} ({height}x{width}) resizes to '
         f'{rh}x{rw}, which does not fit its batch bucket {ph}x{pw}')
-  out = padding_example(pad_shape, max_boxes, with_masks, mask_points)
+  out = padding_example(pad_shape, max_boxes, with_masks, mask_points,
+                        image_dtype)
   out['image'][:rh, :rw] = im
   out.update(image_hw=np.array([rh, rw], np.int32), scale=np.float32(scale),
              orig_size=np.array([height, width], np.int32),
@@ -213,13 +224,13 @@ def eval_example(example: dict, **kwargs) -> dict[str, Any]:
 
 
 def padding_example(pad_shape: Sequence[int], max_boxes: int = 100,
-                    with_masks: bool = False, mask_points: int = 1024
-                    ) -> dict[str, Any]:
+                    with_masks: bool = False, mask_points: int = 1024,
+                    image_dtype: str = 'float32') -> dict[str, Any]:
   """An all-zero R-CNN batch element with valid=False (eval padding);
   image_hw / orig_size are the pad shape and scale 1 (no degenerate sizes)."""
   ph, pw = int(pad_shape[0]), int(pad_shape[1])
   out = dict(
-      image=np.zeros((ph, pw, 3), np.float32),
+      image=np.zeros((ph, pw, 3), check_image_dtype(image_dtype)),
       image_hw=np.array([ph, pw], np.int32),
       scale=np.float32(1.0),
       boxes=np.zeros((max_boxes, 4), np.float32),

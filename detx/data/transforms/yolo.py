@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from detx.data.transforms import augment_level, normalize_image, raw_targets
+from detx.data.transforms import (augment_level, check_image_dtype, normalize_image,
+                                  raw_targets)
 
 EXPAND_FILL = (123.675, 116.28, 103.53)  # ImageNet mean x 255, RGB
 INTERPS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_AREA,
@@ -293,10 +294,14 @@ def _target(example: dict) -> dict:
               scores=np.ones(int(keep.sum()), np.float32))
 
 
-def _output(example, image, target, max_boxes) -> dict[str, Any]:
+def _output(example, image, target, max_boxes, image_dtype='float32'
+            ) -> dict[str, Any]:
+  """The element; image_dtype 'uint8' leaves normalising to the model
+  (detx.models.inputs), the same arithmetic on the same resized pixels."""
   out = pad_targets(target, max_boxes)
+  uint8 = check_image_dtype(image_dtype) == 'uint8'
   out.update(
-      image=normalize_image(image),
+      image=np.ascontiguousarray(image, np.uint8) if uint8 else normalize_image(image),
       image_id=np.int64(example['image_id']),
       orig_size=np.array(example['image'].shape[:2], np.int32),
       valid=np.bool_(True))
@@ -305,8 +310,8 @@ def _output(example, image, target, max_boxes) -> dict[str, Any]:
 
 def train_example(example: dict, size: int, rng: np.random.Generator,
                   partner: dict | None = None, augment='full',
-                  max_boxes: int = 50, target_size: int | None = None
-                  ) -> dict[str, Any]:
+                  max_boxes: int = 50, target_size: int | None = None,
+                  image_dtype: str = 'float32') -> dict[str, Any]:
   """The YOLOv3 train pipeline on one raw example -> one batch element.
 
   `partner` (another raw example) turns mixup on. augment='none' only resizes
@@ -319,7 +324,7 @@ def train_example(example: dict, size: int, rng: np.random.Generator,
   target = _target(example)
   if level == 'none':
     target['boxes'] = normalize_boxes(target['boxes'], *image.shape[:2])
-    return _output(example, resize(image, size), target, max_boxes)
+    return _output(example, resize(image, size), target, max_boxes, image_dtype)
   if partner is not None:
     factor = rng.beta(1.5, 1.5)
     image, target = mixup(image, target, partner['image'], _target(partner),
@@ -333,29 +338,31 @@ def train_example(example: dict, size: int, rng: np.random.Generator,
     image, target['boxes'] = random_shape(
         image, target['boxes'], size, target_size or size, interp,
         rng.uniform() < 0.5)
-    return _output(example, image, target, max_boxes)
+    return _output(example, image, target, max_boxes, image_dtype)
   image = resize(image, size)
   if rng.uniform() < 0.5:
     image, target['boxes'] = flip(image, target['boxes'])
-  return _output(example, image, target, max_boxes)
+  return _output(example, image, target, max_boxes, image_dtype)
 
 
-def eval_example(example: dict, size: int, max_boxes: int = 50
-                 ) -> dict[str, Any]:
+def eval_example(example: dict, size: int, max_boxes: int = 50,
+                 image_dtype: str = 'float32') -> dict[str, Any]:
   """Eval/test: INTER_CUBIC resize to size x size, normalise. Boxes (for
   reference) normalised by the original size."""
   image = example['image']
   target = _target(example)
   target['boxes'] = normalize_boxes(target['boxes'], *image.shape[:2])
   return _output(example, resize(image, size, cv2.INTER_CUBIC), target,
-                 max_boxes)
+                 max_boxes, image_dtype)
 
 
-def padding_example(size: int, max_boxes: int = 50) -> dict[str, Any]:
+def padding_example(size: int, max_boxes: int = 50, image_dtype: str = 'float32'
+                    ) -> dict[str, Any]:
   """An all-zero batch element with valid=False (eval batch padding)."""
   out = pad_targets(dict(boxes=np.zeros((0, 4), np.float32), labels=[], scores=[]),
                     max_boxes)
-  out.update(image=np.zeros((size, size, 3), np.float32), image_id=np.int64(-1),
+  out.update(image=np.zeros((size, size, 3), check_image_dtype(image_dtype)),
+             image_id=np.int64(-1),
              orig_size=np.array([size, size], np.int32), valid=np.bool_(False))
   return out
 
