@@ -58,10 +58,13 @@ def test_exported_inference_function(tiny_run, tmp_path, capsys, monkeypatch):  
   and on 2 devices."""
   _, workdir, images = tiny_run
   out = tmp_path / 'exp'
-  code, _, err = export_cli(capsys, f'--workdir={workdir}', f'--out={out}', '--batch_size=2')
+  # lowered for CUDA too (a GPU host runs the same file), run here on the CPU
+  code, _, err = export_cli(capsys, f'--workdir={workdir}', f'--out={out}', '--batch_size=2',
+                            '--platforms=cpu,cuda')
   assert code == 0, err
   manifest = json.loads((out / 'inference' / 'manifest.json').read_text())
   assert manifest['shapes'] == {'64x64.jax': [64, 64]} and manifest['batch_per_device'] == 2
+  assert manifest['platforms'] == ['cpu', 'cuda']
   assert (out / 'inference' / '64x64.jax').stat().st_size > 1000
   code, _, err = predict_cli(capsys, f'--checkpoint={workdir}', f'--input={images}',
                              f'--output={tmp_path / "ckpt"}', '--json_only', '--batch_size=2')
