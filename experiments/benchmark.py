@@ -30,9 +30,11 @@ compile s is always cold (JAX's persistent cache is off for it). With
 (emptied first) and a fresh process compiles the same programs from it: the
 warm column, what a restart with a warm cache pays (tracing + cache load).
 
---loader times only the input pipeline (the YOLO and the R-CNN train pipelines
-on --data_dir, data.num_workers 0 and 2) so a user sees whether the loader or
-the model bottlenecks.
+--loader times only the input pipeline (the YOLO, R-CNN and Mask R-CNN train
+pipelines on --data_dir, data.num_workers in --loader_workers, data.image_dtype in
+--loader_dtypes) so a user sees whether the loader or the model bottlenecks; the
+table puts the in-process and N-worker rates side by side with their ratio (compare
+ratios within one run: other load on the machine moves all of them).
 """
 import argparse
 import ast
@@ -476,9 +478,13 @@ def to_markdown(rows, peak):
 # ----------------------------------------------------------------------- loader ---
 
 def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 8,
-                 pipelines=LOADER_PIPELINES, cache_dir: str = '') -> list:
+                 pipelines=LOADER_PIPELINES, cache_dir: str = '',
+                 dtypes=('float32',)) -> list:
   """Images/s of the train input pipelines alone (first batch excluded: it
-  includes starting the workers)."""
+  includes starting the workers), for each data.image_dtype in `dtypes` and each
+  data.num_workers in `workers`. A row's `ratio` is its img/s over the in-process
+  (0 workers) row of the same pipeline and dtype (None without one); `batch_mb` is
+  what one batch weighs, what crosses from a worker to the main process."""
   rows = []
   for label, name, overrides in pipelines:
     config = load_config(name, overrides)
@@ -489,43 +495,71 @@ def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 
       config.train.batch_size = batch_size
     bs = int(config.train.batch_size)
     dataset = loader.build(config, config.data.train_split)  # prepared once, not timed
-    for nw in workers:
-      config.data.num_workers = nw
-      pipeline = input_pipelines.for_config(config)
-      it = pipeline.train_iterator(dataset)
-      try:
-        t_start = time.perf_counter()
-        next(it)
-        first = time.perf_counter() - t_start
-        t0 = time.perf_counter()
-        for _ in range(batches):
-          next(it)
-        sec = time.perf_counter() - t0
-      finally:
-        close = getattr(it, 'close', None)
-        if close is not None:
-          close()
-      if is_rcnn(config):
-        shape = ' or '.join(f'{h}x{w}' for h, w in pipeline.train_shapes())
-      else:
-        sizes = [h for h, _ in pipeline.train_shapes()]
-        shape = f'{min(sizes)}-{max(sizes)}' if len(sizes) > 1 else str(sizes[0])
-      row = dict(model=name, mode=f'loader:{label}', size=shape, batch=bs, num_workers=nw,
-                 detx_img_s=batches * bs / sec, first_batch_s=first, peer=None,
-                 peer_img_s=None, speedup=None, gflops_per_s=None, peak_fraction=None,
-                 compile_s=None, peak_rss_mb=peak_rss_mb())
-      rows.append(row)
-      print(f'  loader {label} ({name}) workers={nw}: {row["detx_img_s"]:.1f} img/s '
-            f'(first batch {first:.1f}s)', flush=True)
+    for dtype in dtypes:
+      config.data.image_dtype = dtype
+      base = None
+      for nw in workers:
+        config.data.num_workers = nw
+        row = _loader_row(config, dataset, batches)
+        row.update(model=name, mode=f'loader:{label}', batch=bs, num_workers=nw,
+                   image_dtype=dtype, peer=None, peer_img_s=None, speedup=None,
+                   gflops_per_s=None, peak_fraction=None, compile_s=None,
+                   peak_rss_mb=peak_rss_mb())
+        base = row['detx_img_s'] if nw == 0 else base
+        row['ratio'] = row['detx_img_s'] / base if base else None
+        rows.append(row)
+        print(f'  loader {label} ({name}) {dtype} workers={nw}: {row["detx_img_s"]:.1f} '
+              f'img/s (first batch {row["first_batch_s"]:.1f}s)', flush=True)
   return rows
 
 
+def _loader_row(config, dataset, batches: int) -> dict:
+  """Times `batches` train batches of config's pipeline after the first."""
+  pipeline = input_pipelines.for_config(config)
+  it = pipeline.train_iterator(dataset)
+  try:
+    t_start = time.perf_counter()
+    batch = next(it)
+    first = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    for _ in range(batches):
+      next(it)
+    sec = time.perf_counter() - t0
+  finally:
+    close = getattr(it, 'close', None)
+    if close is not None:
+      close()
+  if is_rcnn(config):
+    shape = ' or '.join(f'{h}x{w}' for h, w in pipeline.train_shapes())
+  else:
+    sizes = [h for h, _ in pipeline.train_shapes()]
+    shape = f'{min(sizes)}-{max(sizes)}' if len(sizes) > 1 else str(sizes[0])
+  return dict(size=shape, detx_img_s=batches * len(batch['image']) / sec,
+              first_batch_s=first,
+              batch_mb=sum(v.nbytes for v in batch.values()) / 1e6)
+
+
 def loader_markdown(rows) -> str:
-  head = ('| pipeline | config | sizes | batch | workers | img/s | first batch s |\n'
-          '|---|---|---|---|---|---|---|')
-  return '\n'.join([head] + [
-      f"| {r['mode'].split(':', 1)[1]} | {r['model']} | {r['size']} | {r['batch']} | "
-      f"{r['num_workers']} | {r['detx_img_s']:.1f} | {r['first_batch_s']:.1f} |" for r in rows])
+  """One line per pipeline and image dtype: img/s at each worker count side by side,
+  and each count's ratio to the in-process rate."""
+  workers = sorted({r['num_workers'] for r in rows})
+  groups = {}
+  for r in rows:
+    groups.setdefault((r['mode'], r['model'], r.get('image_dtype', 'float32')), []).append(r)
+  ratios = [w for w in workers if w and 0 in workers]
+  head = ('| pipeline | config | sizes | batch | image | MB/batch | '
+          + ' | '.join('in-process img/s' if w == 0 else f'{w} workers img/s' for w in workers)
+          + ''.join(f' | {w} workers / in-process' for w in ratios) + ' |')
+  lines = [head, '|' + '---|' * (6 + len(workers) + len(ratios))]
+  for (mode, model, dtype), group in groups.items():
+    by = {r['num_workers']: r for r in group}
+    first = group[0]
+    cells = [mode.split(':', 1)[1], model, first['size'], str(first['batch']), dtype,
+             f"{first['batch_mb']:.1f}"]
+    cells += [f"{by[w]['detx_img_s']:.1f}" if w in by else '' for w in workers]
+    cells += [f"{by[w]['ratio']:.2f}" if w in by and by[w]['ratio'] else '' for w in ratios]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 # ------------------------------------------------------------------------- main ---
@@ -549,6 +583,8 @@ def parse_args(argv=None):
                  help='time only the train input pipelines (no model)')
   p.add_argument('--data_dir', default=str(DEFAULT_DATA), help='--loader: a COCO-format dir')
   p.add_argument('--loader_workers', default='0,2', help='--loader: data.num_workers values')
+  p.add_argument('--loader_dtypes', default='float32,uint8',
+                 help='--loader: data.image_dtype values (uint8: the model normalises)')
   p.add_argument('--loader_batches', type=int, default=10, help='--loader: timed batches')
   p.add_argument('--loader_batch_size', type=int, default=8,
                  help="--loader: batch size (0: the config's train.batch_size)")
@@ -590,7 +626,9 @@ def main(argv=None):
         f'{cpu_threads()} CPU threads', flush=True)
   if args.loader:
     workers = tuple(int(w) for w in args.loader_workers.split(',') if w)
-    rows = bench_loader(args.data_dir, workers, args.loader_batches, args.loader_batch_size)
+    dtypes = tuple(d for d in args.loader_dtypes.split(',') if d)
+    rows = bench_loader(args.data_dir, workers, args.loader_batches, args.loader_batch_size,
+                        dtypes=dtypes)
     print(loader_markdown(rows))
     if args.json:
       save_record(args.json, rows, argv)

@@ -154,13 +154,23 @@ def test_loader_mode_on_a_tiny_dataset(shapes_dir, tmp_cache):
   pipelines = (('yolo', 'yolov3_darknet', {'data.max_boxes': 8}),
                ('rcnn', 'faster_rcnn_r50_fpn_1x', {'data.max_size': 64}))
   rows = bench.bench_loader(shapes_dir, workers=(0,), batches=2, batch_size=2,
-                            pipelines=pipelines, cache_dir=tmp_cache)
-  assert [(r['mode'], r['num_workers'], r['batch']) for r in rows] == [
-      ('loader:yolo', 0, 2), ('loader:rcnn', 0, 2)]
-  assert all(r['detx_img_s'] > 0 for r in rows)
+                            pipelines=pipelines, cache_dir=tmp_cache,
+                            dtypes=('float32', 'uint8'))
+  assert [(r['mode'], r['image_dtype'], r['num_workers'], r['batch']) for r in rows] == [
+      ('loader:yolo', 'float32', 0, 2), ('loader:yolo', 'uint8', 0, 2),
+      ('loader:rcnn', 'float32', 0, 2), ('loader:rcnn', 'uint8', 0, 2)]
+  assert all(r['detx_img_s'] > 0 and r['ratio'] == 1.0 for r in rows)
+  # A uint8 batch: the float32 one less three quarters of its image bytes.
+  image_mb = 2 * 64 * 64 * 3 * 4 / 1e6
+  assert rows[3]['batch_mb'] == pytest.approx(rows[2]['batch_mb'] - 0.75 * image_mb)
   table = bench.loader_markdown(rows)
-  assert '| yolo | yolov3_darknet | 320-608 | 2 | 0 |' in table
-  assert '| rcnn | faster_rcnn_r50_fpn_1x | 64x64 | 2 | 0 |' in table
+  assert '| yolo | yolov3_darknet | 320-608 | 2 | uint8 |' in table
+  assert f"| rcnn | faster_rcnn_r50_fpn_1x | 64x64 | 2 | float32 | {rows[2]['batch_mb']:.1f} |" in table
+  # Worker counts side by side, each with its ratio to the in-process rate.
+  two = [dict(r, num_workers=2, detx_img_s=3 * r['detx_img_s'], ratio=3.0) for r in rows]
+  table = bench.loader_markdown(rows + two).splitlines()
+  assert table[0].endswith('| in-process img/s | 2 workers img/s | 2 workers / in-process |')
+  assert len(table) == 2 + 4 and all(line.endswith('| 3.00 |') for line in table[2:])
 
 
 @pytest.mark.slow
