@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detx.errors import PathError, UserError, WorkdirError
+from detx.errors import ConfigError, PathError, UserError, WorkdirError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
@@ -231,8 +231,12 @@ def run_config_of(config, spec: str, directory) -> tuple:
   if not path.is_file():
     return config, config_line(directory, spec, None, overrides)
   from detx import config as cfg
-  merged = cfg.override(run_config.get_config(str(path)),
-                        {k: run_config.as_tuples(v) for k, (_, v) in overrides.items()})
+  try:
+    merged = cfg.override(run_config.get_config(str(path)),
+                          {k: run_config.as_tuples(v) for k, (_, v) in overrides.items()})
+  except (KeyError, AttributeError, TypeError) as e:
+    raise ConfigError(f'an override does not fit {path} (the run\'s config): '
+                      f'{" ".join(str(e).split())[:200]}') from None
   return merged, config_line(directory, spec, path, overrides)
 
 
