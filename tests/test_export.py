@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from detx import checkpoint, config as cfg, export, run_config, train, workdir
 from detx.models import base
+from detx.weights import pretrained
 from tests.helpers import flat_params
 from tests.test_predict import ROOT, assert_same_detections, predict_cli, tiny_run  # noqa: F401
 
@@ -40,6 +42,10 @@ def test_params_only_export(tiny_run, tmp_path, capsys):  # noqa: F811
   step = checkpoint.find(workdir).name
   assert _size(out / 'checkpoints') < 0.75 * _size(workdir / 'checkpoints' / step)
   assert not (out / 'inference').exists()
+  # model.pretrained=OUT fills every variable of the same model with the run's values
+  filled, _ = pretrained.load(jax.tree.map(np.zeros_like, {k: full[k] for k in saved}), out)
+  f = flat_params(filled)
+  assert f.keys() == b.keys() and all(np.array_equal(f[k], b[k]) for k in b)
   assert json.loads((out / 'config.json').read_text()) == json.loads(
       (workdir / 'config.json').read_text())
   # predict reads it as a checkpoint (its config.json and categories.json beside it)
