@@ -243,12 +243,21 @@ class DetxVoc(coco.DetxCoco, skip_registration=True):
 
 
 def _fingerprint(source_dir: Path, split: str, options: dict) -> str:
+  """Changes with the split, the options, and the size / mtime of each list file, each
+  listed XML file (an edit in place leaves the directory's mtime alone) and the labels
+  file."""
   devkit, parts = layout(source_dir, split)
   stats = []
   for root, listed in parts:
-    for p in (listed, root / 'Annotations'):
-      st = p.stat()
-      stats.append((str(p), st.st_size, st.st_mtime_ns))
+    stats.append((str(listed), listed.stat().st_size, listed.stat().st_mtime_ns))
+    xml_stats = []
+    for stem in listed.read_text().split():
+      try:
+        st = (root / 'Annotations' / f'{stem}.xml').stat()
+        xml_stats.append((st.st_size, st.st_mtime_ns))
+      except OSError:
+        xml_stats.append(None)
+    stats.append(hashlib.sha1(json.dumps(xml_stats).encode()).hexdigest())
   for p in (devkit.parent / LABELS_FILE, parts[0][0] / 'ImageSets' / 'Main' / LABELS_FILE):
     if p.is_file():
       stats.append((str(p), p.stat().st_mtime_ns))

@@ -190,3 +190,16 @@ def test_yolo_pipeline_reads_voc(voc_tiny, data_config):
     evals = list(batches)
   assert [b['valid'].tolist() for b in evals] == [[True, True], [True, False]]
   assert [int(i) for b in evals for i in b['image_id'][b['valid']]] == [0, 1, 2]
+
+
+def test_edited_xml_is_prepared_again(tmp_path, tmp_cache):
+  """The prepared split's fingerprint covers each listed XML file: an edit in place
+  (the directory's mtime unchanged) prepares the split again."""
+  root = make_tree(tmp_path / 'edit', years=('2007',), n=2)
+  first = loader.Dataset(root, 'val', cache_dir=str(tmp_cache), name='voc')
+  assert first.annotations(1)['labels'].tolist() == [1]
+  xml = root / 'VOCdevkit/VOC2007/Annotations/2007_test_1.xml'
+  xml.write_text(xml.read_text().replace('<name>bicycle</name>', '<name>bird</name>'))
+  again = loader.Dataset(root, 'val', cache_dir=str(tmp_cache), name='voc')
+  assert again.cache_path != first.cache_path
+  assert again.annotations(1)['labels'].tolist() == [2]
