@@ -29,6 +29,9 @@ from detx.visualize import draw_detections
 
 def coco_evaluator(config, dataset):
   """COCOeval on the dataset's annotation file: bbox, and segm for mask models."""
+  if getattr(dataset, 'name', 'coco') == 'voc':
+    raise ConfigError("eval.metric='coco' needs a COCO-format dataset; VOC data "
+                      "(data.name='voc') is scored with --config.eval.metric=voc")
   return CocoEvaluator(dataset.annotation_file, dataset.category_ids,
                        image_ids=dataset.image_ids,
                        iou_types=('bbox', 'segm') if family(config).has_masks else ('bbox',))

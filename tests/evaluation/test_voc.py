@@ -449,3 +449,15 @@ def test_eval_loop_on_voc_data_logs_per_class_ap(voc_tiny_dir, tmp_path):
   with_gt = {voc_names()[int(l)] for _, labels, d in gt.values() for l in labels[~d]}
   assert result['voc/mAP'] == 1.0 and result['eval/images'] == 8
   assert {k for k in result if k.startswith('voc/AP/')} == {f'voc/AP/{n}' for n in with_gt}
+
+
+def test_coco_metric_on_voc_data_is_one_line(voc_tiny_dir, tmp_path):
+  from detx import config as cfg
+  from detx import evaluation
+  from detx.data import loader
+  from detx.errors import ConfigError
+  c = cfg.override(cfg.default(), {'data.name': 'voc', 'data.dir': str(voc_tiny_dir),
+                                   'data.cache_dir': str(tmp_path / 'tfds'),
+                                   'eval.limit': 2, 'eval.metric': 'coco'})
+  with pytest.raises(ConfigError, match="needs a COCO-format dataset.*eval.metric=voc"):
+    evaluation.make_evaluator(c, loader.build(c, c.eval.split))
