@@ -27,7 +27,7 @@ def voc_subset(src, dst, stems, name='fit'):
   return dst
 
 
-def fit_config(data_dir, cache_dir, steps=200):
+def fit_config(data_dir, cache_dir, steps=120):
   c = cfg.load('yolov3_mobilenet_v1_voc')
   c.model.pretrained = ''  # random init: no ImageNet download
   c.data.update(dir=str(data_dir), cache_dir=str(cache_dir), train_split='voc2007_fit',
