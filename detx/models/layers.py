@@ -4,10 +4,10 @@ Module names follow PaddleDetection's parameter prefixes (dots included), so tha
 `detx.weights` can map a Flax parameter path to a Paddle file name mechanically:
 `<prefix>/conv/kernel` <-> `<prefix>.conv.weights`, `<prefix>/bn/scale` <-> `<prefix>.bn.scale`.
 """
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+from flax.linen import dtypes
 import jax.numpy as jnp
 
 from detx.ops import conv as conv_ops
@@ -15,8 +15,35 @@ from detx.ops import conv as conv_ops
 Dtype = Any
 
 
-# nn.Conv with the CPU's fast kernel gradients (detx.ops.conv); same parameters and values.
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_ops.conv_general_dilated)
+def promote_keeping_bias(inputs, kernel, bias=None, dtype=None, inexact=True):
+  """flax's promote_dtype for (inputs, kernel, bias), the bias left float32: the layer
+  then adds it in float32, so the bias gradient (a sum over every output position) is
+  accumulated in float32. With a bf16 bias that sum is a bf16 reduction, which XLA's
+  CPU backend accumulates in bf16 (relative error ~0.9 over a 16x64x64 map): every
+  biased layer's bias gradient was noise, and bf16 runs learned slower than float32."""
+  inputs, kernel = dtypes.promote_dtype(inputs, kernel, dtype=dtype, inexact=inexact)
+  return inputs, kernel, bias
+
+
+class Conv(nn.Conv):
+  """nn.Conv with the CPU's fast kernel gradients (detx.ops.conv) and its bias added in
+  float32 (promote_keeping_bias); the output is cast to `dtype`. Same parameters, names
+  and float32 values as nn.Conv."""
+  promote_dtype: Callable = promote_keeping_bias
+  conv_general_dilated: Callable | None = conv_ops.conv_general_dilated
+
+  def __call__(self, inputs):
+    y = super().__call__(inputs)
+    return y if self.dtype is None else y.astype(self.dtype)
+
+
+class Dense(nn.Dense):
+  """nn.Dense with its bias added in float32 (promote_keeping_bias), output in `dtype`."""
+  promote_dtype: Callable = promote_keeping_bias
+
+  def __call__(self, inputs):
+    y = super().__call__(inputs)
+    return y if self.dtype is None else y.astype(self.dtype)
 
 
 def leaky_relu(x):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from detx.models.backbones import resnet
 from detx.models.backbones.resnet import ConvNorm
-from detx.models.layers import Dtype
+from detx.models.layers import Dense, Dtype
 
 REDUCTION = 16  # SENet.reduction_ratio
 
@@ -61,11 +61,12 @@ def squeeze_excitation(x, name: str, dtype: Dtype):
   `{name}_exc`)."""
   c = x.shape[-1]
   s = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-  s = nn.relu(nn.Dense(c // REDUCTION, kernel_init=_fc_init(c), dtype=dtype,
+  s = nn.relu(Dense(c // REDUCTION, kernel_init=_fc_init(c), dtype=dtype,
                        name=f'{name}_sqz')(s))
-  e = nn.sigmoid(nn.Dense(c, kernel_init=_fc_init(c // REDUCTION), dtype=dtype,
+  e = nn.sigmoid(Dense(c, kernel_init=_fc_init(c // REDUCTION), dtype=dtype,
                           name=f'{name}_exc')(s))
-  return (x * e[:, None, None, :].astype(x.dtype)).astype(dtype)
+  # In float32: the gradient of the channel scale sums over the image plane.
+  return (x.astype(jnp.float32) * e[:, None, None, :].astype(jnp.float32)).astype(dtype)
 
 
 class SEBottleneck(resnet.Block):

@@ -37,10 +37,10 @@ class Deconv2x2(nn.Module):
     c = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (2, 2, c, self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
-    x, kernel, bias = (v.astype(self.dtype) for v in (x, kernel[::-1, ::-1], bias))
+    x, kernel = (v.astype(self.dtype) for v in (x, kernel[::-1, ::-1]))
     n, h, w, _ = x.shape
-    y = jnp.einsum('nhwc,abco->nhawbo', x, kernel)
-    return y.reshape(n, 2 * h, 2 * w, self.features) + bias
+    y = jnp.einsum('nhwc,abco->nhawbo', x, kernel).reshape(n, 2 * h, 2 * w, self.features)
+    return (y.astype(jnp.float32) + bias).astype(self.dtype)  # bias gradient summed in f32
 
 
 class MaskHead(nn.Module):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from detx import ops
 from detx.models.backbones.resnet import ResNetStage
-from detx.models.layers import Dtype
+from detx.models.layers import Dense, Dtype
 from detx.models.necks.fpn import paddle_xavier
 from detx.ops.losses import smooth_l1
 
@@ -31,9 +31,9 @@ def box_outputs(x, num_classes: int, num_box_classes: int, suffix: str = '',
                 dtype: Dtype = jnp.float32):
   """cls_score{suffix} (num_classes logits) and bbox_pred{suffix} (4 * num_box_classes);
   call inside a compact method (the layers become children of the caller)."""
-  cls = nn.Dense(num_classes, kernel_init=_normal(0.01), dtype=dtype,
+  cls = Dense(num_classes, kernel_init=_normal(0.01), dtype=dtype,
                  name=f'cls_score{suffix}')(x)
-  box = nn.Dense(4 * num_box_classes, kernel_init=_normal(0.001), dtype=dtype,
+  box = Dense(4 * num_box_classes, kernel_init=_normal(0.001), dtype=dtype,
                  name=f'bbox_pred{suffix}')(x)
   return cls.astype(jnp.float32), box.astype(jnp.float32)
 
@@ -50,9 +50,9 @@ class TwoFCHead(nn.Module):
   def __call__(self, roi_feats):
     s = self.suffix
     x = roi_feats.astype(self.dtype).reshape(roi_feats.shape[0], -1)
-    x = nn.relu(nn.Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
+    x = nn.relu(Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
                          name=f'fc6{s}')(x))
-    x = nn.relu(nn.Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
+    x = nn.relu(Dense(self.hidden, kernel_init=paddle_xavier(x.shape[-1]), dtype=self.dtype,
                          name=f'fc7{s}')(x))
     return box_outputs(x, self.num_classes, self.num_box_classes, s, self.dtype)
 
@@ -70,8 +70,8 @@ class ResNetC5Head(nn.Module):
   def setup(self):
     self.res5 = ResNetStage(5, self.depth, self.variant, norm=self.norm,
                             freeze_norm=self.freeze_norm, dtype=self.dtype)
-    self.cls_score = nn.Dense(self.num_classes, kernel_init=_normal(0.01), dtype=self.dtype)
-    self.bbox_pred = nn.Dense(4 * self.num_box_classes, kernel_init=_normal(0.001),
+    self.cls_score = Dense(self.num_classes, kernel_init=_normal(0.01), dtype=self.dtype)
+    self.bbox_pred = Dense(4 * self.num_box_classes, kernel_init=_normal(0.001),
                               dtype=self.dtype)
 
   def features(self, roi_feats, train: bool = False):
