@@ -12,8 +12,8 @@ r"""Training runs whose results the README quotes, each saved as a record (exper
   python experiments/fits.py overfit --out=overfit_cpu.json [-- -k yolov3]
 
 Each run is `python -m detx.main --config=configs/quickstart.py` in a subprocess (the
-shapes data generated once under WORKDIR/shapes); its wall time, last train/loss and
-final bbox/AP, AP50 go into the record with the medians per dtype and the ratio
+shapes data generated once under WORKDIR/shapes); its wall time, the commit it ran at,
+last train/loss and final bbox/AP, AP50 go into the record with the medians per dtype and the ratio
 bf16 / f32 of the median AP50s. A run already finished in WORKDIR is read, not rerun.
 """
 import argparse
@@ -46,10 +46,9 @@ def _final(workdir: Path) -> dict:
 
 def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int) -> dict:
   out = workdir / f'{dtype}_seed{seed}'
-  done = _final(out)
-  if done.get('step') == steps:
-    return dict(done, seconds=json.loads((out / 'fit_seconds.json').read_text())
-                if (out / 'fit_seconds.json').exists() else None)
+  done, info = _final(out), out / 'run_info.json'
+  if done.get('step') == steps:  # finished earlier: its time and the commit it ran at
+    return dict(done, **(json.loads(info.read_text()) if info.exists() else {}))
   cmd = [sys.executable, '-m', 'detx.main', '--config=configs/quickstart.py',
          f'--workdir={out}', f'--config.seed={seed}', f'--config.model.dtype={dtype}',
          f'--config.train.steps={steps}', f'--config.data.dir={workdir / "shapes"}',
@@ -59,8 +58,9 @@ def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int) -> dict:
   seconds = time.time() - t0
   if r.returncode != 0:
     raise SystemExit(f'{" ".join(cmd)} failed:\n{r.stderr[-3000:]}')
-  (out / 'fit_seconds.json').write_text(json.dumps(seconds))
-  return dict(_final(out), seconds=seconds)
+  run_info = {'seconds': seconds, 'commit': record.commit()}
+  info.write_text(json.dumps(run_info))
+  return dict(_final(out), **run_info)
 
 
 def eval_with_dtype(workdir: Path, dtype: str) -> dict:
