@@ -1,5 +1,5 @@
 """RetinaNet: Paddle names and shapes, initialisation, optimizer rules, the grouped loss
-against Paddle's RetinaHead.get_loss, and a shallow model fitting one synthetic image
+against a numpy transcription of Paddle's RetinaHead.get_loss, and a shallow model fitting one synthetic image
 (detx.models.retinanet, detx.models.heads.retina)."""
 import math
 
@@ -142,8 +142,9 @@ def _loss_case(seed, n=4, classes=3):
 
 
 @pytest.mark.parametrize('group', [2, 1, 4])
-def test_loss_matches_paddle_get_loss(group):
-  """Per group of images (Paddle: one GPU): gather the assigned rows, focal loss with
+def test_loss_equals_numpy_transcription_of_paddle_get_loss(group):
+  """Against a numpy transcription of Paddle's RetinaHead.get_loss (paddle not run).
+  Per group of images (Paddle: one GPU): gather the assigned rows, focal loss with
   fg_num = the group's summed ForegroundNumber, smooth-L1 / fg_num; groups averaged."""
   n, classes = 4, 3
   outs, anchors, gt, labels, valid, crowd = _loss_case(0, n, classes)

@@ -114,7 +114,7 @@ def test_x101_vd_64x4d_names_and_parameter_count():
   assert len([n for n in got if n.endswith('_weights')]) == 3 + 33 * 3 + 4
 
 
-def test_se_block_matches_paddles_formula():
+def test_se_block_equals_numpy_transcription_of_paddle_senet():
   """squeeze_excitation against a numpy transcription of senet.py's
   _squeeze_excitation: global avg-pool, fc + relu, fc + sigmoid, channel scale."""
   import flax.linen as nn

@@ -91,7 +91,8 @@ def test_focal_loss_parity_with_paddle():
 
 # ------------------------------------------------------------- smooth_l1, sigmoid_bce
 
-def test_smooth_l1_matches_paddle():
+def test_smooth_l1_equals_numpy_transcription_of_paddle_formula():
+  """smooth_l1 against a numpy transcription of Paddle's smooth_l1 kernel (paddle not run)."""
   x = jnp.array([-2.0, -0.1, 0.0, 0.05, 0.2, 1.0])
   s = 3.0
   want = np.where(np.abs(x) < 1 / s ** 2, 0.5 * (s * x) ** 2, np.abs(x) - 0.5 / s ** 2)

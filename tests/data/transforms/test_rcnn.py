@@ -59,7 +59,9 @@ def test_scale_and_sizes():
     assert min(a, b) <= 40 and max(a, b) <= 67
 
 
-def test_normalise_before_resize_matches_paddle():
+def test_normalise_before_resize_equals_numpy_transcription_of_paddle():
+  """Against a numpy / OpenCV transcription of Paddle's NormalizeImage then ResizeImage
+  (paddle not run)."""
   ex = _example(h=61, w=93)
   out = T.eval_example(ex, pad_shape=(64, 96), max_boxes=4, **SMALL)
   # Paddle's NormalizeImage then ResizeImage, written out plainly.
