@@ -1,5 +1,10 @@
 """The README's first command, with fewer steps, trains and evaluates the quickstart;
-the same command with bf16 compute trains as well as f32."""
+bf16 evaluates its weights as float32 does, and trains.
+
+How well bf16 trains against float32 (three seeds of 800 steps each, medians) is measured
+by `python experiments/fits.py quickstart` and saved in
+experiments/results/quickstart_bf16_cpu.json; six such runs do not fit in CI.
+"""
 import os
 import subprocess
 import sys
@@ -8,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from detx import metrics
+from experiments import fits
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 800              # of the quickstart's 1500; measured AP50 0.39 here
-# bf16 and f32 runs drift apart (chaotic early training): at 800 steps this machine
-# measured AP50 0.387 (f32) and 0.232 (bf16), deterministically for a given machine.
-BF16_AP50_TOLERANCE = 0.2
+STEPS = 800              # of the quickstart's 1500
 
 
 def readme_quickstart_command() -> list[str]:
@@ -24,13 +27,13 @@ def readme_quickstart_command() -> list[str]:
   return cmd
 
 
-def _run(tmp, workdir, *extra):
+def _run(tmp, workdir, *extra, steps=STEPS):
   cmd = [sys.executable] + readme_quickstart_command()[1:]
   cmd = [a for a in cmd if not a.startswith('--workdir')] + [
       f'--workdir={workdir}',
       f'--config.data.dir={tmp / "shapes"}',   # generated here, not in ~/.cache
       f'--config.data.cache_dir={tmp / "tfds"}',
-      f'--config.train.steps={STEPS}', '--config.train.log_every=10', *extra]
+      f'--config.train.steps={steps}', '--config.train.log_every=10', *extra]
   r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
   assert r.returncode == 0, r.stderr[-4000:]
   return metrics.read_metrics(workdir)
@@ -52,11 +55,14 @@ def test_readme_quickstart_reduced_steps(f32_run):
 
 
 @pytest.mark.slow
-def test_bf16_trains_like_f32(f32_run):
+def test_bf16_evaluates_like_f32_and_trains(f32_run):
   tmp, f32_rows = f32_run
-  rows = _run(tmp, tmp / 'bf16', '--config.model.dtype=bfloat16')
-  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
-  assert losses[-1] < 0.7 * losses[0]  # vs step 10, still in warmup
   f32 = [m for m in f32_rows if 'bbox/AP50' in m][-1]['bbox/AP50']
-  bf16 = [m for m in rows if 'bbox/AP50' in m][-1]['bbox/AP50']
-  assert bf16 > 0.15 and abs(bf16 - f32) <= BF16_AP50_TOLERANCE, (f32, bf16)
+  # The same weights with bf16 compute: measured 0.5096 against 0.5095 (seed 0).
+  bf16_eval = fits.eval_with_dtype(tmp / 'f32', 'bfloat16')['bbox/AP50']
+  assert abs(bf16_eval - f32) <= 0.02, (f32, bf16_eval)
+  # bf16 training learns: 100 steps, still in warmup (the record's seed-0 runs read a
+  # loss of 34 at step 100 in both dtypes; the first logged step is 10).
+  rows = _run(tmp, tmp / 'bf16', '--config.model.dtype=bfloat16', '--mode=train', steps=100)
+  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
+  assert losses[-1] < 0.75 * losses[0], losses
