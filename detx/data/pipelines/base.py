@@ -9,6 +9,7 @@ iterators are shared.
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ from detx.data import loader
 from detx.data.transforms import augment_level, check_image_dtype
 
 
-class TrainExamples:
+class TrainExamples(abc.ABC):
   """Base of a pipeline's train example function (global example position ->
   one element): the dataset, the seed, the global batch size, the augment
   level and whether to shuffle. Picklable: it runs in the grain workers."""
@@ -30,11 +31,12 @@ class TrainExamples:
     self.augment = augment_level(augment)
     self.shuffle = bool(shuffle)
 
+  @abc.abstractmethod
   def __call__(self, position: int) -> dict[str, Any]:
-    raise NotImplementedError
+    ...
 
 
-class Pipeline:
+class Pipeline(abc.ABC):
   """Batches of one input pipeline, from config.seed, config.data.*,
   train.batch_size and eval.batch_size (read once, at construction)."""
 
@@ -55,31 +57,36 @@ class Pipeline:
 
   # -- what a pipeline defines ------------------------------------------------
 
+  @abc.abstractmethod
   def train_example(self, dataset) -> Callable[[int], dict[str, Any]]:
     """Global example position -> one train batch element (picklable)."""
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def eval_example(self, dataset, batch_size: int
                    ) -> Callable[[int], dict[str, Any]]:
     """Index in image-id order -> one eval element, valid=False padding
     beyond the last image (picklable)."""
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def padding_example(self) -> dict[str, np.ndarray]:
     """One all-padding eval element (valid=False) of the pipeline's first
     eval shape: model init and dummy batches."""
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def eval_batch(self, images: Sequence[np.ndarray],
                  batch_size: int | None = None) -> dict[str, np.ndarray]:
     """The eval transform of user images (uint8 RGB [H, W, 3] each) -> one
     batch with the eval iterator's keys (image_id = the index in `images`),
     padded with valid=False elements up to `batch_size` when given."""
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def train_shapes(self) -> list[tuple[int, int]]:
     """The (h, w) shapes train batch images can take."""
-    raise NotImplementedError
+    ...
 
   # -- shared -----------------------------------------------------------------
 
