@@ -27,9 +27,10 @@ _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
 
 
-def _plain(x, w, strides, padding):
+def _plain(x, w, strides, padding, out_dtype=None):
   return lax.conv_general_dilated(x, w, strides, padding,
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                  preferred_element_type=out_dtype)
 
 
 def _tap(xp, i, j, out_hw, strides):
@@ -68,18 +69,20 @@ def _input_grad(x, w, g, strides, padding):
   return lax.pad(dx, jnp.zeros((), dx.dtype), cfg)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x, w, strides, padding):
-  """NHWC x HWIO convolution; `padding` is ((top, bottom), (left, right))."""
-  return _plain(x, w, strides, padding)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d(x, w, strides, padding, out_dtype=None):
+  """NHWC x HWIO convolution; `padding` is ((top, bottom), (left, right)); out_dtype:
+  the accumulation and output dtype (None: the inputs')."""
+  return _plain(x, w, strides, padding, out_dtype)
 
 
-def _fwd(x, w, strides, padding):
-  return _plain(x, w, strides, padding), (x, w)
+def _fwd(x, w, strides, padding, out_dtype):
+  return _plain(x, w, strides, padding, out_dtype), (x, w)
 
 
-def _bwd(strides, padding, res, g):
+def _bwd(strides, padding, out_dtype, res, g):
   x, w = res
+  g = g.astype(x.dtype)  # a float32 output's cotangent: the gradients run in the inputs' dtype
   dx = _input_grad(x, w, g, strides, padding)
   dw = _kernel_grad(x, g, w.shape, strides, padding).astype(w.dtype)
   return dx.astype(x.dtype), dw
@@ -102,8 +105,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
   """`lax.conv_general_dilated`, with matmul gradients for plain 2-D convs on the CPU."""
-  fast = (jax.default_backend() == 'cpu' and batch_group_count == 1
-          and precision is None and preferred_element_type is None
+  fast = (jax.default_backend() == 'cpu' and batch_group_count == 1 and precision is None
           and _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                            feature_group_count))
   if not fast:
@@ -113,4 +115,5 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   padding = tuple((int(a), int(b)) for a, b in padding)
-  return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), padding)
+  return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), padding,
+                preferred_element_type)

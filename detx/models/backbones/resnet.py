@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from detx.models.layers import Conv, Dtype, norm_layer
+from detx.models.layers import Dtype, conv_into_norm, norm_layer
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
@@ -91,9 +91,8 @@ class ConvNorm(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     p = (self.kernel - 1) // 2
-    x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
-                kernel_init=self.kernel_init, dtype=self.dtype, name='conv')(x)
+    x = conv_into_norm(self.features, self.kernel, self.stride, ((p, p), (p, p)),
+                       self.groups, self.dtype, 'conv', kernel_init=self.kernel_init)(x)
     x = norm_layer(self.norm, self.freeze_norm, train,
                    name=self.norm_name or paddle_norm_name(self.name), dtype=self.dtype)(x)
     return nn.relu(x) if self.relu else x
