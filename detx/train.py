@@ -67,7 +67,8 @@ def load_pretrained(config, state: TrainState, rules) -> TrainState:
   if not path:
     return state
   from detx.weights import pretrained
-  variables, summary = pretrained.load(jax.device_get(state.variables()), path, rules.paddle)
+  variables, summary = pretrained.load(jax.device_get(state.variables()), path, rules.paddle,
+                                       config)
   print(summary, flush=True)
   shard = state_sharding(state)
   return state.replace(params=jax.device_put(variables['params'], shard.params),

@@ -8,7 +8,8 @@
 URLs and .tar files go through detx.weights.fetch (cache, size/hash check, safe
 unpacking), .pdparams through detx.weights.pdparams (a restricted unpickler).
 
-Paddle weights are matched by Paddle name (ParamRules.paddle of the model), with
+Paddle weights are matched by Paddle name (ParamRules.paddle of the model), 2.x
+names first renamed to 1.x ones (detx.weights.ppdet2), with
 ImageNet BN statistics folded into affine norms (load_and_fusebn); a detx checkpoint
 is matched by variable path. Either way, variables the source lacks or holds with
 another shape (a new head, another class count) keep their initial values and are
@@ -22,7 +23,7 @@ from flax import traverse_util
 
 from detx import checkpoint
 from detx.errors import PathError
-from detx.weights import fetch, pdparams
+from detx.weights import fetch, pdparams, ppdet2
 from detx.weights import paddle as pw
 
 
@@ -43,7 +44,7 @@ def _from_checkpoint(variables, path):
   return traverse_util.unflatten_dict(new, sep='/'), loaded, missing, mismatched
 
 
-def _from_paddle(variables, path, rules):
+def _from_paddle(variables, path, rules, config=None):
   if not rules:
     raise pw.WeightLoadError(f'{path}: this model has no Paddle name rules; '
                              'model.pretrained can only be a detx checkpoint')
@@ -52,6 +53,13 @@ def _from_paddle(variables, path, rules):
     source = str(path / '__params__')  # an inference model directory
   elif path.suffix == '.pdparams':
     source = pdparams.load_pdparams(path)
+    if ppdet2.looks_2x(source):
+      if config is None:
+        raise pw.WeightLoadError(f'{path}: PaddleDetection 2.x names need the model config')
+      source, unmatched = ppdet2.to_1x(source, config)
+      if unmatched:
+        print(f'detx: {path}: {len(unmatched)} PaddleDetection 2.x variables have no detx '
+              f'counterpart and are skipped, e.g. {", ".join(unmatched[:4])}', flush=True)
   new, report = pw.load_paddle_weights(variables, source, rules, strict=False,
                                        fuse_norm=True)
   mismatched = [f'{f}: {got} (Flax layout), {v} needs {want}'
@@ -60,8 +68,9 @@ def _from_paddle(variables, path, rules):
   return new, report.loaded, missing, mismatched
 
 
-def load(variables: dict, path, paddle_rules=()) -> tuple[dict, str]:
-  """({'params', 'batch_stats'} filled from `path`, a one-paragraph summary)."""
+def load(variables: dict, path, paddle_rules=(), config=None) -> tuple[dict, str]:
+  """({'params', 'batch_stats'} filled from `path`, a one-paragraph summary). `config`
+  (the model's) is needed for PaddleDetection 2.x names (detx.weights.ppdet2)."""
   given = str(path)
   if not fetch.is_url(given) and not Path(given).expanduser().exists():
     raise PathError(f'model.pretrained: {given} does not exist; {fetch.RANDOM_INIT}')
@@ -70,7 +79,7 @@ def load(variables: dict, path, paddle_rules=()) -> tuple[dict, str]:
   if checkpoint.is_checkpoint(path):
     new, loaded, missing, mismatched = _from_checkpoint(variables, path)
   else:
-    new, loaded, missing, mismatched = _from_paddle(variables, path, paddle_rules)
+    new, loaded, missing, mismatched = _from_paddle(variables, path, paddle_rules, config)
   total = len(traverse_util.flatten_dict(variables))
   if not loaded:
     raise pw.WeightLoadError(f'model.pretrained: {path} fills none of the model\'s {total} '
