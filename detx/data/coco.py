@@ -61,6 +61,7 @@ from tensorflow_datasets.core.utils import tqdm_utils
 from detx.data.annotations import check_layout, filter_empty, layout, parse_annotations
 from detx.data.bad_data import DataError, check_options, summarize
 from detx.data.images import apply_orientation, decode_image, iter_images
+from detx.data import spool
 
 VERSION = '1.1.0'
 DEFAULT_CACHE_DIR = '~/.cache/detx/tfds'
@@ -266,8 +267,11 @@ def prepare(source_dir, split: str, cache_dir: str = '',
     return builder
   with _lock(Path(builder.data_dir).parent / '.prepare.lock'):
     builder = make(source_dir, split, cache_dir, bad_boxes, **options)
-    with _quiet(progress=sys.stderr.isatty()):
+    # Constant memory whatever the split's size; a killed earlier run's temporary
+    # directory is removed, never read (detx/data/spool.py).
+    with _quiet(progress=sys.stderr.isatty()), spool.ordered_writes():
       if not builder.is_prepared():
+        spool.remove_incomplete(builder.data_dir)
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
                 compute_stats=tfds.download.ComputeStatsMode.SKIP))
