@@ -110,16 +110,19 @@ class RCNN(nn.Module):
     r = self.cfg.roi
     n, k = rois.shape[:2]
     sr = r.sampling_ratio if sampling_ratio is None else sampling_ratio
+    # PaddleDetection 2.x switches (docs/parity.md); the zoo's 1.x: False / True.
+    aligned, pixel_offset = r.get('aligned', False), r.get('pixel_offset', True)
     zeros = jnp.zeros((k,), jnp.int32)
     if self.fpn:
       def one(fs, x):
-        levels = ops.fpn_levels(x, 2, 5, r.canonical_level, r.canonical_size * self.anchor_scale)
+        levels = ops.fpn_levels(x, 2, 5, r.canonical_level, r.canonical_size * self.anchor_scale,
+                                legacy=pixel_offset)
         return ops.multilevel_roi_align({l: f[None] for l, f in fs.items()}, x, zeros, levels,
-                                        resolution, sr)
+                                        resolution, sr, aligned=aligned)
       out = jax.vmap(one)({l: feats[l] for l in range(2, 6)}, rois)
     else:
-      out = jax.vmap(lambda f, x: ops.roi_align(f[None], x, zeros, resolution, 1.0 / 16, sr))(
-          feats[4], rois)
+      out = jax.vmap(lambda f, x: ops.roi_align(f[None], x, zeros, resolution, 1.0 / 16, sr,
+                                                aligned=aligned))(feats[4], rois)
     return out.reshape((n * k,) + out.shape[2:])
 
   def box_head(self, head, feats, rois, train: bool = False):

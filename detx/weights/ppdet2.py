@@ -75,6 +75,8 @@ def parts_for(config) -> list[str]:
   parts += {'yolov3': ['yolo_head'], 'ssd': ['ssd_head'], 'retinanet': ['retina_head'],
             'faster_rcnn': ['rpn', 'bbox_head'], 'mask_rcnn': ['rpn', 'bbox_head', 'mask_head'],
             'cascade_rcnn': ['rpn', 'cascade_head']}[m.name]
+  if 'rpn' in parts and 'fpn' not in parts:
+    parts[parts.index('rpn')] = 'rpn_c4'         # one level, 15 anchors: other names, order
   return parts
 
 
