@@ -6,7 +6,8 @@ No ImageNet weights can be fetched here, and a random-init ResNet50 does not tra
 the zoo's frozen affine norms. So, shared by the tests (module fixture):
   phase 1  Faster R-CNN R50-FPN, every stage trained, BatchNorm on batch statistics,
            gradient clipping, 300 steps of 4 images;
-then a test runs
+then a test (C4, Cascade, Mask; Faster R-CNN R50-FPN is phase 1's config, and Mask
+R-CNN's bbox floor is its fit: see that test) runs
   phase 2  its config from phase 1 (model.pretrained; new heads start from init) with
            those norms frozen at their running statistics, 100 steps (C4: 300), so the
            model adapts to the statistics evaluation uses (straight after phase 1, with
@@ -74,12 +75,6 @@ def _phase2(name, phase1, tmp_path):
 
 
 @pytest.mark.slow
-def test_faster_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
-  result = _phase2('faster_rcnn_r50_fpn_1x', phase1, tmp_path)
-  assert result['bbox/AP50'] >= 0.7, result  # measured 0.92-1.0
-
-
-@pytest.mark.slow
 def test_faster_rcnn_r50_c4_overfits_8_coco_images(phase1, tmp_path):
   """faster_rcnn_r50_1x from phase 1, saved as Paddle parameter files and loaded through
   model.pretrained by Paddle name, as a zoo user loads ImageNet weights: the backbone's
@@ -123,6 +118,10 @@ def test_cascade_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
 @pytest.mark.slow
 def test_mask_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
   # The mask head starts from init; its 4 convs run on every fg slot (16 per image here).
+  # mask_rcnn_r50_fpn_1x is faster_rcnn_r50_fpn_1x's config (backbone, FPN, RPN, bbox
+  # head) plus the mask branch, and MaskRCNN inherits the whole box path from RCNN: the
+  # bbox floor here is also faster_rcnn_r50_fpn_1x's fit (phase 1 trains that config
+  # itself), so it has no phase 2 of its own (measured alone: AP50 0.92, 261 s).
   result = _phase2('mask_rcnn_r50_fpn_1x', phase1, tmp_path)
   assert result['bbox/AP50'] >= 0.7, result  # measured 0.95
   assert result['segm/AP50'] >= 0.6, result  # measured 0.89
