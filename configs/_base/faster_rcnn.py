@@ -42,7 +42,8 @@ def get_config(arch: str = 'c4'):
       bg_thresh_lo=0.0, bbox_reg_weights=(0.1, 0.1, 0.2, 0.2),
       resolution=14, sampling_ratio=0, hidden=1024, canonical_size=224.0, canonical_level=4,
       # PaddleDetection 2.x: aligned=True (half-pixel RoIAlign), pixel_offset=False (FPN
-      # levels from the area without +1); the zoo's 1.x: False, True (docs/parity.md)
+      # levels from the area, detected boxes decoded and clipped, without the +1 pixel);
+      # the zoo's 1.x: False, True (docs/parity.md)
       aligned=False, pixel_offset=True)
   # max_candidates -1: every (box, class) pair over score_threshold goes to its class's NMS,
   # as Paddle's MultiClassNMS (nms_top_k -1); N > 0 would cap the pairs at the best N.

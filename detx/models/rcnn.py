@@ -169,7 +169,8 @@ class RCNN(nn.Module):
     return roi_heads.detect(probs, deltas, rois, valid, batch['scale'], clip_hw,
                             variances, class_agnostic=class_agnostic,
                             score_threshold=m.score_threshold, keep_top_k=m.keep_top_k,
-                            nms_threshold=m.nms_threshold, max_candidates=m.max_candidates)
+                            nms_threshold=m.nms_threshold, max_candidates=m.max_candidates,
+                            pixel_offset=self.cfg.roi.get('pixel_offset', True))
 
   def init_heads(self, feats):
     """Touches every head with zero RoI features (see `init_params`)."""

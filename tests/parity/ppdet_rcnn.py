@@ -47,6 +47,7 @@ def rpn(inp, seed, fpn):
 
 def box_head(inp, seed, kind):
   from ppdet.modeling.backbones.resnet import Res5Head
+  from ppdet.modeling.bbox_utils import delta2bbox
   from ppdet.modeling.heads.bbox_head import BBoxHead, TwoFCHead
   rois, rois_num = paddle.to_tensor(inp['rois']), paddle.to_tensor(inp['rois_num'])
   if kind == 'fpn':
@@ -62,7 +63,9 @@ def box_head(inp, seed, kind):
   head.eval()
   (deltas, probs), _ = head(feats, [rois], rois_num)
   pooled = head.roi_extractor(feats, [rois], rois_num)
-  return sd, {'deltas': deltas.numpy(), 'probs': probs.numpy(), 'pooled': pooled.numpy()}
+  boxes = delta2bbox(deltas, rois, head.bbox_weight)  # RCNNBox's decoding, before its clip
+  return sd, {'deltas': deltas.numpy(), 'probs': probs.numpy(), 'pooled': pooled.numpy(),
+              'boxes': boxes.numpy()}
 
 
 def cascade(inp, seed):

@@ -20,6 +20,8 @@ import pytest
 
 from detx import config as cfg
 from detx.models import base
+from detx.models.heads import roi_heads
+from detx.ops.boxes import DEFAULT_SCALE_CLIP
 from detx.weights import pdparams, ppdet2, pretrained
 from tests.parity.env import assert_close, run_ppdet
 
@@ -142,6 +144,10 @@ def test_box_head(ppdet, case):
            'probs': assert_close('probs', np.concatenate([probs[:, 1:], probs[:, :1]], -1),
                                  want['probs']),
            'deltas': assert_close('deltas', box[0, :, 4:], want['deltas'])}
+  # 2.x decoding (RCNNBox's delta2bbox), as detect decodes with model.roi.pixel_offset=False
+  boxes = roi_heads.decode_class_boxes(jnp.asarray(ROIS), box[0], (0.1, 0.1, 0.2, 0.2), 81,
+                                       False, DEFAULT_SCALE_CLIP, pixel_offset=False)
+  diffs['boxes'] = assert_close('decoded boxes', boxes[:, 1:], want['boxes'])
   assert not np.any(box[0, :, :4]), 'the background slot holds zeros'
   _report(case, diffs)
   if case == 'box_fpn':  # the zoo's 1.x RoIAlign (aligned False, sampling 2, +1 pixel) differs

@@ -22,6 +22,7 @@ from detx import ops
 from detx.models.backbones.resnet import ResNetStage
 from detx.models.layers import Dense, Dtype
 from detx.models.necks.fpn import paddle_xavier
+from detx.ops.boxes import DEFAULT_SCALE_CLIP
 from detx.ops.losses import smooth_l1
 
 _normal = nn.initializers.normal
@@ -131,23 +132,24 @@ def fast_rcnn_losses(cls_logits, box_deltas, targets, num_box_classes: int, weig
 
 
 def decode_class_boxes(rois, deltas, variances, num_classes: int, class_agnostic: bool,
-                       clip=None):
+                       clip=None, pixel_offset: bool = True):
   """Per-class boxes [..., C, 4] from rois [..., 4] and deltas [..., 4 K].
 
   Class-agnostic heads (K = 2) use the foreground slot for every class. Paddle's
   box_coder decode_center_size (BBoxHead / CascadeBBoxHead.get_prediction) does not
   clamp dw, dh, so neither does this by default (`clip`: an upper bound, as
-  generate_proposals' log(1000 / 16)).
+  generate_proposals' log(1000 / 16)). pixel_offset=False is PaddleDetection 2.x's
+  delta2bbox: widths without the +1 pixel (with its clip, log(1000 / 16)).
   """
   d = deltas.reshape(deltas.shape[:-1] + (-1, 4))
   if class_agnostic:
     d = jnp.broadcast_to(d[..., 1:2, :], d.shape[:-2] + (num_classes, 4))
-  return ops.decode_boxes(rois[..., None, :], d, variances, legacy=True, clip=clip)
+  return ops.decode_boxes(rois[..., None, :], d, variances, legacy=pixel_offset, clip=clip)
 
 
 def detect(probs, deltas, rois, rois_valid, scale, clip_hw, variances, *, class_agnostic: bool,
            score_threshold: float = 0.05, keep_top_k: int = 100, nms_threshold: float = 0.5,
-           max_candidates: int = -1):
+           max_candidates: int = -1, pixel_offset: bool = True):
   """PaddleDetection's BBoxHead.get_prediction + multiclass_nms, batched.
 
   probs [N, R, C] softmax (background first), deltas [N, R, 4 K], rois [N, R, 4] in
@@ -158,12 +160,15 @@ def detect(probs, deltas, rois, rois_valid, scale, clip_hw, variances, *, class_
   im_info); NMS with background 0, per class over every pair above score_threshold
   (max_candidates -1, Paddle's nms_top_k -1; N > 0 caps the pairs at the best N over
   all classes first). Returns the detection dict with classes 0..C-2 (background
-  removed) and boxes in original pixels.
+  removed) and boxes in original pixels. pixel_offset=False: PaddleDetection 2.x's box
+  arithmetic (decode_class_boxes; clipped to [0, w] x [0, h]).
   """
   num_classes = probs.shape[-1]
   r = rois / scale[:, None, None]
-  boxes = decode_class_boxes(r, deltas, variances, num_classes, class_agnostic)  # [N,R,C,4]
-  boxes = ops.clip_boxes(boxes, clip_hw.astype(jnp.float32)[:, None, None, :], legacy=True)
+  boxes = decode_class_boxes(r, deltas, variances, num_classes, class_agnostic,  # [N,R,C,4]
+                             None if pixel_offset else DEFAULT_SCALE_CLIP, pixel_offset)
+  boxes = ops.clip_boxes(boxes, clip_hw.astype(jnp.float32)[:, None, None, :],
+                         legacy=pixel_offset)
   probs = jnp.where(rois_valid[..., None], probs, 0.0)
   dets = ops.multiclass_nms(boxes, probs, score_threshold, -1, keep_top_k, nms_threshold,
                             normalized=False, background_label=0,
