@@ -13,7 +13,7 @@ output (and SSD's priors) with ppdet's: max |detx - ppdet| <= 2e-4 x max |ppdet|
 import numpy as np
 import pytest
 
-from tests.parity.env import assert_close, run_ppdet
+from tests.parity.env import assert_close as _assert_close, run_ppdet
 
 pytestmark = [pytest.mark.slow, pytest.mark.parity]
 
@@ -33,6 +33,10 @@ def ppdet_out(tmp_path_factory):
              image=rng.normal(0, 1, (1, 3, size, size)).astype(np.float32))
   run_ppdet('ppdet_yolo.py', {'seed': 0, 'cases': list(CASES)}, out)
   return out
+
+
+def assert_close(name, got, want):
+  print(f'{name}: max |detx - ppdet| / max |ppdet| = {_assert_close(name, got, want):.2g}')
 
 
 def detx_model(case, ppdet_out):
