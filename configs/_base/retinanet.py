@@ -17,7 +17,9 @@ def get_config():
                     freeze_at=2)
   m.pretrained = 'https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_cos_pretrained.tar'  # the ymls' ImageNet weights
   # P3-P5 from res3-5, P6 = conv on C5, P7 = conv on relu(P6)
-  m.neck.update(name='fpn', channels=256, min_level=3, max_level=7, extra_convs=True)
+  # extra_from='p5': PaddleDetection 2.x's P6 from P5 (docs/parity.md)
+  m.neck.update(name='fpn', channels=256, min_level=3, max_level=7, extra_convs=True,
+                extra_from='c5')
   m.head = dict(num_convs=4, channels=256, prior_prob=0.01)
   m.anchor = dict(base_scale=4.0, scales_per_octave=3, aspect_ratios=(1.0, 2.0, 0.5))
   m.target = dict(positive_overlap=0.5, negative_overlap=0.4)

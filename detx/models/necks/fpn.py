@@ -15,7 +15,8 @@ Output: {level: NHWC feature with num_channels} for min_level..max_level.
   - has_extra_convs=False (R-CNN FPN, levels 2-6): P6 = 1x1 max-pool, stride 2, of P5
     (`x[:, ::2, ::2]`), only when max_level - min_level == number of inputs;
   - has_extra_convs=True (RetinaNet, levels 3-7): P6 = 3x3/2 conv `fpn_6` on C5 (the raw
-    backbone output), P7 = 3x3/2 conv `fpn_7` on relu(P6), ...
+    backbone output), P7 = 3x3/2 conv `fpn_7` on relu(P6), ...; extra_from='p5'
+    (PaddleDetection 2.x's RetinaNet, FPN use_c5=False): P6 from P5 (256 -> 256).
 - Init: Paddle's Xavier(fan_out=fan): uniform(+-sqrt(6 / (fan_in + fan))), fan_in =
   kh*kw*in and fan = in for the 1x1 convs, kh*kw*in for the 3x3 ones; biases 0.
   (Paddle also gives the biases lr x2 and no weight decay: an optimizer concern.)
@@ -55,6 +56,7 @@ class FPN(nn.Module):
   max_level: int = 6
   has_extra_convs: bool = False
   dtype: Dtype = jnp.float32
+  extra_from: str = 'c5'  # the first extra conv's input: 'c5' (the zoo) or 'p5' (2.x)
 
   def _conv(self, x, kernel: int, stride: int, fan: int, name: str):
     p = (kernel - 1) // 2
@@ -82,7 +84,9 @@ class FPN(nn.Module):
             for lvl in levels}
     if self.max_level > top:
       if self.has_extra_convs:
-        blob = feats[top].astype(self.dtype)
+        if self.extra_from not in ('c5', 'p5'):
+          raise ValueError(f"FPN extra_from must be 'c5' or 'p5', got {self.extra_from!r}")
+        blob = feats[top].astype(self.dtype) if self.extra_from == 'c5' else outs[top]
         for lvl in range(top + 1, self.max_level + 1):
           blob_in = blob if lvl == top + 1 else nn.relu(blob)
           blob = self._conv(blob_in, 3, 2, 9 * blob_in.shape[-1], f'fpn_{lvl}')
