@@ -37,7 +37,7 @@ from detx.errors import ConfigError
 
 # Stop index of the "infinite" training range (grain datasets are sized).
 _INFINITE = 1 << 62
-_SIZES_FILE = 'detx_image_sizes.npy'
+_SIZES_FILE = coco.SIZES_FILE  # written by preparation
 # data.name -> the builder factory of its layout (make_builder's signature).
 BUILDERS = {'coco': coco.make_builder, 'synthetic': coco.make_builder,
             'voc': voc.make_builder}

@@ -1,9 +1,11 @@
 """detx/data/spool.py: tfds' writer without its in-memory shuffle buffer, and the
-removal of a killed preparation's temporary directory."""
+removal of a killed preparation's temporary directory; preparation writes the image
+sizes file that loader.Dataset.image_sizes reads."""
+import numpy as np
 import pytest
 from tensorflow_datasets.core import shuffle
 
-from detx.data import spool
+from detx.data import coco, spool
 
 
 def test_yields_in_key_order_and_keeps_nothing(tmp_path):
@@ -48,3 +50,13 @@ def test_remove_incomplete(tmp_path):
   (stale / 'detx_spool_x.tmp').write_bytes(b'half')
   assert spool.remove_incomplete(data_dir) == [stale]
   assert data_dir.exists() and other.exists() and not stale.exists()
+
+
+def test_preparation_writes_image_sizes(shapes_dir, tmp_path):
+  builder = coco.prepare(shapes_dir, 'train', str(tmp_path))
+  sizes = np.load(builder.data_path / coco.SIZES_FILE)
+  src = coco.data_source(builder)
+  assert sizes.dtype == np.int32 and sizes.shape == (len(src), 2)
+  assert sizes.tolist() == [[int(r['height']), int(r['width'])]
+                            for r in src.__getitems__(range(len(src)))]
+  assert not list(tmp_path.glob('detx_coco/*/incomplete.*'))
