@@ -52,6 +52,9 @@ def default() -> ml_collections.ConfigDict:
   # first as the headline; () = eval.size only (detx.evaluation.loop.evaluate).
   c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4,
                 metric='coco', map_type='11point', sizes=())
+  # eval.backend: COCO metrics by 'pycocotools' or 'faster_coco_eval' (an optional
+  # package, the same stats; detx.evaluation.coco).
+  c.eval.backend = 'pycocotools'
   c.train = dict(steps=1000, batch_size=8, stop_at=0, log_every=20,
                  checkpoint_every=500, keep_checkpoints=3, max_bad_steps=20,
                  best_metric='bbox/AP', inject_nan_steps=(),

@@ -34,7 +34,8 @@ def coco_evaluator(config, dataset):
                       "(data.name='voc') is scored with --config.eval.metric=voc")
   return CocoEvaluator(dataset.annotation_file, dataset.category_ids,
                        image_ids=dataset.image_ids,
-                       iou_types=('bbox', 'segm') if family(config).has_masks else ('bbox',))
+                       iou_types=('bbox', 'segm') if family(config).has_masks else ('bbox',),
+                       backend=config.eval.get('backend', 'pycocotools'))
 
 
 # eval.metric -> (config, dataset) -> an evaluator with add(image_ids, boxes, scores,
