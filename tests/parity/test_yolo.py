@@ -32,7 +32,9 @@ def ppdet_out(tmp_path_factory):
     np.savez(out / f'input_{case}.npz',
              image=rng.normal(0, 1, (1, 3, size, size)).astype(np.float32))
   run_ppdet('ppdet_yolo.py', {'seed': 0, 'cases': list(CASES)}, out)
-  return out
+  yield out
+  for case in CASES:  # ppdet's state dicts (~0.3 GB): not kept among pytest's tmp dirs
+    (out / f'{case}.npz').unlink(missing_ok=True)
 
 
 def assert_close(name, got, want):

@@ -21,6 +21,7 @@ detx's legacy xywh with w = x2 - x1 + 1) within 1e-3 of the largest coordinate,
 scores within 1e-3.
 """
 import json
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +52,14 @@ def test_ppdet_yolov3_pdparams_predicts_as_ppdet(coco_tiny_dir, tmp_path):
                   {'images': [str(f) for f in images], 'size': SIZE, 'seed': 0},
                   tmp_path / 'ppdet')
   pdparams = out / 'yolov3.pdparams'
+  try:
+    check_predict(coco_tiny_dir, tmp_path, images, inputs, out, pdparams)
+  finally:  # 248 MB of pdparams and its converted checkpoint: not kept in pytest's tmp dirs
+    pdparams.unlink(missing_ok=True)
+    shutil.rmtree(tmp_path / 'run', ignore_errors=True)
+
+
+def check_predict(coco_tiny_dir, tmp_path, images, inputs, out, pdparams):
   ann = coco_tiny_dir / 'annotations' / 'instances_val2017.json'
   run = tmp_path / 'run'
   _cli('detx.weights.convert', str(pdparams), '--config=yolov3_darknet', f'--out={run}',
