@@ -10,5 +10,9 @@ def get_config():
   c = base.load('_base/faster_rcnn', 'fpn')
   c.model.name = 'cascade_rcnn'
   c.model.cascade = dict(fg_thresholds=(0.5, 0.6, 0.7), reg_weights=(10.0, 20.0, 30.0),
-                         loss_weights=(1.0, 0.5, 0.25))
+                         loss_weights=(1.0, 0.5, 0.25),
+                         # the stages' scores at evaluation: 'last' (the zoo: every stage's
+                         # classifier on the stage-3 RoIs), 'own' (PaddleDetection 2.x: each
+                         # stage on its own RoIs; docs/parity.md)
+                         score_rois='last')
   return c

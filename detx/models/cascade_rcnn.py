@@ -10,6 +10,7 @@ from detx import ops
 from detx.models import rcnn
 from detx.models.heads import roi_heads
 from detx.models.rcnn import RCNN
+from detx.ops.boxes import DEFAULT_SCALE_CLIP
 
 
 def cascade_variances(reg_weight: float):
@@ -34,13 +35,20 @@ class CascadeRCNN(RCNN):
     x = jnp.zeros((1, r, r, self.cfg.neck.channels), self.dtype)
     return [head(x) for head in self.stage_heads()]
 
-  def refine(self, rois, deltas, stage: int):
+  def refine(self, rois, deltas, stage: int, image_hw=None):
     """Decode the foreground slot of class-agnostic deltas [N, K, 8] with the stage's
     variance: Paddle's box_coder (architectures/cascade_rcnn.py:150-165 at 597145c), with
-    no clip to the image and no clamp of dw, dh."""
+    no clip to the image and no clamp of dw, dh. model.roi.pixel_offset=False is
+    PaddleDetection 2.x's CascadeHead: delta2bbox (no +1 pixel, dw, dh clamped at
+    log(1000 / 16)), then clipped to the input image [0, w] x [0, h] (image_hw [N, 2])."""
     d = deltas.reshape(deltas.shape[:-1] + (2, 4))[..., 1, :]
     var = cascade_variances(self.cfg.cascade.reg_weights[stage])
-    return jax.lax.stop_gradient(ops.decode_boxes(rois, d, var, legacy=True, clip=None))
+    if self.cfg.roi.get('pixel_offset', True):
+      return jax.lax.stop_gradient(ops.decode_boxes(rois, d, var, legacy=True, clip=None))
+    boxes = ops.decode_boxes(rois, d, var, legacy=False, clip=DEFAULT_SCALE_CLIP)
+    if image_hw is not None:
+      boxes = ops.clip_boxes(boxes, image_hw.astype(jnp.float32)[:, None, :], legacy=False)
+    return jax.lax.stop_gradient(boxes)
 
   def roi_losses(self, feats, rois, valid, batch, key):
     losses = {}
@@ -57,21 +65,36 @@ class CascadeRCNN(RCNN):
       losses[f'loss_cls_{i}'], losses[f'loss_bbox_{i}'] = roi_heads.fast_rcnn_losses(
           cls, box, t, 2, weight=w)
       if i < 2:
-        rois, valid = self.refine(t['rois'], box, i), t['valid']
+        rois, valid = self.refine(t['rois'], box, i, batch['image_hw']), t['valid']
     return losses
 
-  def predict(self, feats, rois, valid, batch):
+  def stage_outputs(self, feats, rois, image_hw):
+    """(class probabilities [N, K, C] averaged over the stages, stage-3 deltas, stage-3
+    RoIs), before NMS. cascade.score_rois 'last' (the zoo): every stage's classifier on
+    the stage-3 RoIs' features; 'own' (PaddleDetection 2.x): each stage's scores on the
+    RoIs it was given."""
     heads = self.stage_heads()
+    own = self.cfg.cascade.get('score_rois', 'last') == 'own'
+    probs = 0.0
     for i in range(2):
-      _, box, _ = self.box_head(heads[i], feats, rois)
-      rois = self.refine(rois, box, i)
+      cls, box, _ = self.box_head(heads[i], feats, rois)
+      if own:
+        probs = probs + jax.nn.softmax(cls, axis=-1) / 3.0
+      rois = self.refine(rois, box, i, image_hw)
+    if own:
+      cls, box3, _ = self.box_head(heads[2], feats, rois)
+      return probs + jax.nn.softmax(cls, axis=-1) / 3.0, box3, rois
     n, k = rois.shape[:2]
     pooled = self.pool(feats, rois, self.cfg.roi.resolution)
-    probs, box3 = 0.0, None
+    box3 = None
     for head in heads:  # every stage's classifier on the stage-3 RoI features
       cls, box = head(pooled)
       probs = probs + jax.nn.softmax(cls.reshape(n, k, -1), axis=-1) / 3.0
       box3 = box.reshape(n, k, -1)
+    return probs, box3, rois
+
+  def predict(self, feats, rois, valid, batch):
+    probs, box3, rois = self.stage_outputs(feats, rois, batch['image_hw'])
     var = cascade_variances(self.cfg.cascade.reg_weights[2])
     # PaddleDetection 597145c roi_heads/cascade_head.py:210 box_clip(input=decoded_box,
     # im_info=im_info): the padded eval im_info (FasterRCNNEvalFeed use_padded_im_info),

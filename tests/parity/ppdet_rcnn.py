@@ -83,6 +83,11 @@ def cascade(inp, seed):
     x = head.head(pooled, i)
     out[f'score{i}'] = head.bbox_score_list[i](x).numpy()
     out[f'delta{i}'] = head.bbox_delta_list[i](x).numpy()
+  # the whole cascade: refinement between the stages, scores averaged over the stages
+  (deltas, probs), _ = head(feats, [rois], rois_num, {'im_shape': paddle.to_tensor(
+      [inp['image_hw']], dtype='float32')})
+  out.update(final_deltas=deltas.numpy(), final_probs=probs.numpy(),
+             refined_rois=head.get_refined_rois()[0].numpy())
   return sd, out
 
 

@@ -49,7 +49,8 @@ def ppdet(tmp_path_factory):
   inputs = {f'p{l}': rng.normal(0, 1, (1, SIZE >> l, SIZE >> l, 256)).astype(np.float32)
             for l in range(2, 8)}
   inputs['c4'] = rng.normal(0, 1, (1, SIZE // 16, SIZE // 16, 1024)).astype(np.float32)
-  inputs.update(rois=ROIS, rois_num=np.array([len(ROIS)], np.int32))
+  inputs.update(rois=ROIS, rois_num=np.array([len(ROIS)], np.int32),
+                image_hw=np.array([SIZE - 16, SIZE - 8], np.float32))  # refined RoIs' clip
   np.savez(outdir / 'inputs.npz', **inputs)
   start = time.time()
   run_ppdet('ppdet_rcnn.py', {'seed': 0, 'cases': list(CASES)}, outdir)
@@ -61,6 +62,8 @@ def _model(case, outdir, **roi):
   """(module, variables loaded from ppdet's <case>.pdparams) of the zoo config."""
   c = cfg.load(CASES[case])
   c.model.pretrained = ''
+  if 'score_rois' in roi:
+    c.model.cascade.score_rois = roi.pop('score_rois')
   if 'roi' in c.model:
     c.model.roi.update(roi)
   assert base.anchor_scale(c) == 1.0
@@ -157,7 +160,10 @@ def test_box_head(ppdet, case):
 
 
 def test_cascade_stages(ppdet):
-  """Each stage's head on the same RoIs: class logits and class-agnostic deltas."""
+  """Each stage's head on the same RoIs: class logits and class-agnostic deltas; then
+  the whole cascade (model.cascade.score_rois='own'): the RoIs refined twice (decoded
+  without the +1 pixel, clipped to the image), the stage-averaged class probabilities and
+  the last stage's deltas."""
   outdir, inputs = ppdet
   module, v = _model('cascade', outdir, **SWITCHES_2X)
   outs = module.apply(v, _feats(inputs, range(2, 6)), jnp.asarray(ROIS)[None],
@@ -169,6 +175,16 @@ def test_cascade_stages(ppdet):
         f'stage {i + 1} logits', np.concatenate([cls[:, 1:], cls[:, :1]], -1), want[f'score{i}'])
     diffs[f'stage {i + 1} deltas'] = assert_close(f'stage {i + 1} deltas', box[:, 4:],
                                                   want[f'delta{i}'])
+  module, v = _model('cascade', outdir, score_rois='own', **SWITCHES_2X)
+  probs, box, rois = module.apply(v, _feats(inputs, range(2, 6)), jnp.asarray(ROIS)[None],
+                                  jnp.asarray(inputs['image_hw'])[None],
+                                  method=lambda m, *a: m.stage_outputs(*a))
+  probs = np.asarray(probs[0])
+  diffs['refined RoIs'] = assert_close('refined RoIs', rois[0], want['refined_rois'])
+  assert np.asarray(rois[0])[:, 2:].max() <= SIZE - 8  # clipped: ROIS reach 250.4
+  diffs['probs'] = assert_close('probs', np.concatenate([probs[:, 1:], probs[:, :1]], -1),
+                                want['final_probs'])
+  diffs['deltas'] = assert_close('deltas', box[0, :, 4:], want['final_deltas'])
   _report('cascade', diffs)
 
 
