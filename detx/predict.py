@@ -3,6 +3,8 @@ r"""Inference on images: COCO results JSON, and the detections drawn.
   python -m detx.predict --checkpoint=WORKDIR --input=IMAGE_OR_DIR --output=/tmp/pred \
       [--threshold=0.5] [--json_only] [--batch_size=N] [--config.a.b=value ...]
   python -m detx.predict --exported=EXPORT_DIR --input=... --output=...   # detx.export's
+  python -m detx.predict --config=configs/<name>.py --config.model.pretrained=WEIGHTS \
+      --input=... --output=...     # no checkpoint: released weights (model.pretrained)
 
 The config is the run's own: WORKDIR/config.json (every override given at training
 time included) when the workdir holds one, else --config=configs/<name>.py; overrides
@@ -16,6 +18,9 @@ shapes. The next batch is decoded while the devices run the current one.
 --checkpoint takes a workdir, its checkpoints/ directory, one step directory or a
 `python -m detx.export` directory (params-only; one made with --format=inference runs
 its serialised jax.export program, no model is built; --exported names one directly).
+Without --checkpoint, --config.model.pretrained fills the config's model as training's
+model.pretrained does (a Paddle 1.x directory or .tar, a PaddleDetection 2.x .pdparams,
+a URL or a detx run); classes are then numbered 1..num_classes in the results.
 
 Writes OUTPUT/detections.json (COCO results: image_id, category_id, bbox xywh, score,
 file_name, and for mask models the segmentation as RLE with counts as str;
@@ -69,8 +74,8 @@ def exported_dir(path) -> Path | None:
 
 def load_categories(workdir, config):
   """(original category ids, names) saved by training, else numbered classes."""
-  path = Path(workdir) / 'categories.json'
-  if path.is_file():
+  path = Path(workdir) / 'categories.json' if workdir else None
+  if path is not None and path.is_file():
     cats = json.loads(path.read_text())
     return [c['id'] for c in cats], [c['name'] for c in cats]
   n = config.model.num_classes
@@ -105,13 +110,34 @@ def restore_variables(config, path, mesh):
   return module, jax.device_put(got, shardings)
 
 
+def pretrained_variables(config, mesh):
+  """(module, {'params'(, 'batch_stats')}) of config's model, initialised and filled
+  from config.model.pretrained (no checkpoint: a Paddle 1.x / 2.x file, a URL or a detx
+  run, as training's model.pretrained), placed on the mesh."""
+  import jax
+  from detx import sharding
+  from detx.models.base import build_model, model_inputs
+  from detx.train import dummy_batch
+  from detx.weights import pretrained
+  module, rules = build_model(config)
+  batch = model_inputs(module, dummy_batch(config), train=False)
+  initial = jax.jit(lambda: module.init(jax.random.key(config.seed), batch, train=False))()
+  variables, summary = pretrained.load(jax.device_get(initial), config.model.pretrained,
+                                       rules.paddle, config=config)
+  print(summary, flush=True)
+  want = {k: variables[k] for k in ('params', 'batch_stats') if variables.get(k)}
+  return module, jax.device_put(want, sharding.state_shardings(want, mesh,
+                                                               config.train.param_sharding))
+
+
 class CheckpointModel:
   """The model's jitted eval step on the mesh: batch (numpy) -> detections (numpy)."""
 
   def __init__(self, config, checkpoint_path, mesh, batch_size: int = 0):
     from detx import evaluation
     self.mesh = mesh
-    self.module, self.variables = restore_variables(config, checkpoint_path, mesh)
+    self.module, self.variables = (restore_variables(config, checkpoint_path, mesh)
+                                   if checkpoint_path else pretrained_variables(config, mesh))
     self.keys = self.module.EVAL_KEYS
     self.step = evaluation.make_eval_step(self.module, mesh)
     n = mesh.devices.size
@@ -159,8 +185,8 @@ def run(config, checkpoint_path, input_path, output_dir, threshold: float | None
 
   exported = exported_dir(exported) if exported else (
       exported_dir(checkpoint_path) if checkpoint_path else None)
-  source = exported or run_dir(checkpoint_path)
-  if exported is None:
+  source = exported or (run_dir(checkpoint_path) if checkpoint_path else None)
+  if exported is None and checkpoint_path:
     checkpoint.find(checkpoint_path)  # a missing checkpoint is refused before the model
   files = list_images(input_path)
   if batch_size < 0:
@@ -260,14 +286,15 @@ def main(argv):
   exported = run_config.flag_value(argv[1:], 'exported')
   ckpt = run_config.flag_value(argv[1:], 'checkpoint')
   if not exported and not ckpt:
-    raise UserError('--checkpoint=WORKDIR (or --exported=DIR) is required')
-  if exported and not exported_dir(exported):
-    raise PathError(f'--exported {exported}: no inference/manifest.json there '
-                    '(python -m detx.export --format=inference writes one)')
-  if not exported:
-    checkpoint.find(ckpt)  # before parsing the config: a missing checkpoint is one line
-  source = exported_dir(exported) if exported else (exported_dir(ckpt) or run_dir(ckpt))
-  config, line = parse_with_run_config(argv, source, FLAGS)
+    config, line = parse_pretrained(argv, FLAGS)
+  else:
+    if exported and not exported_dir(exported):
+      raise PathError(f'--exported {exported}: no inference/manifest.json there '
+                      '(python -m detx.export --format=inference writes one)')
+    if not exported:
+      checkpoint.find(ckpt)  # before parsing the config: a missing checkpoint is one line
+    source = exported_dir(exported) if exported else (exported_dir(ckpt) or run_dir(ckpt))
+    config, line = parse_with_run_config(argv, source, FLAGS)
   print(f'predict: {line}', flush=True)
   for flag in ('input', 'output'):
     if not getattr(FLAGS, flag):
@@ -278,6 +305,22 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   run(config, ckpt, FLAGS.input, FLAGS.output, FLAGS.threshold, FLAGS.json_only,
       FLAGS.batch_size, exported)
+
+
+def parse_pretrained(argv, flag_values) -> tuple:
+  """No checkpoint: (--config's config, its line), for --config.model.pretrained=WEIGHTS
+  (the model's initial variables filled from them, as training's model.pretrained)."""
+  from ml_collections import config_flags
+  from detx import cli, run_config
+  if not run_config.flag_value(argv[1:], 'config.model.pretrained'):
+    raise UserError('--checkpoint=WORKDIR (or --exported=DIR, or --config=NAME with '
+                    '--config.model.pretrained=WEIGHTS) is required')
+  if not run_config.flag_value(argv[1:], 'config'):
+    raise UserError('--config.model.pretrained needs --config=configs/<name>.py')
+  cli.parse(argv, flag_values)
+  config = flag_values['config'].value
+  spec = config_flags.get_config_filename(flag_values['config'])
+  return config, f'{spec} with model.pretrained={config.model.pretrained} (no checkpoint)'
 
 
 def define_flags(flag_values, what: str):

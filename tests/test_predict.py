@@ -117,6 +117,30 @@ def test_predict_reads_the_runs_config_json(tiny_run, tmp_path, capsys):
   assert code == 2 and 'has no config.json: give --config' in err and 'Traceback' not in err
 
 
+def test_predict_without_checkpoint_from_model_pretrained(tiny_run, tmp_path, capsys):
+  """No --checkpoint: --config.model.pretrained fills --config's model (here from the
+  tiny run itself): the checkpoint's detections, classes numbered 1..C. Without either,
+  or without --config, one line. (A PaddleDetection .pdparams: tests/parity.)"""
+  _, workdir, images = tiny_run
+  config = f'--config={Path(predict.__file__).parent / "run_config.py"}:{workdir / "config.json"}'
+  common = (f'--input={images}', '--threshold=0')
+  code, _, err = predict_cli(capsys, f'--checkpoint={workdir}', *common,
+                             f'--output={tmp_path / "ckpt"}', '--json_only')
+  assert code == 0, err
+  code, out, err = predict_cli(capsys, config, f'--config.model.pretrained={workdir}', *common,
+                               f'--output={tmp_path / "pre"}', '--json_only')
+  assert code == 0, err
+  assert 'model.pretrained=' in out and '(no checkpoint)' in out and 'loaded' in out
+  by_id = {c['id']: i + 1 for i, c in
+           enumerate(json.loads((workdir / 'categories.json').read_text()))}
+  want = [dict(r, category_id=by_id[r['category_id']]) for r in _load(tmp_path / 'ckpt')]
+  assert_same_detections(_load(tmp_path / 'pre'), want)
+  for args, line in (((config,), '--config.model.pretrained=WEIGHTS) is required'),
+                     ((f'--config.model.pretrained={workdir}',), 'needs --config=')):
+    code, _, err = predict_cli(capsys, *args, *common, f'--output={tmp_path / "x"}')
+    assert code == 2 and line in err and 'Traceback' not in err, err
+
+
 def test_predict_threshold_json_only_and_batches(tiny_run, tmp_path, capsys):
   """--threshold keeps exactly the detections scoring >= it; --json_only writes no
   image; batches of 2 (the last one padded) give the detections of one batch of 8."""
