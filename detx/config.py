@@ -50,8 +50,10 @@ def default() -> ml_collections.ConfigDict:
   # eval.map_type '11point' or 'integral'); detx.evaluation.EVALUATORS.
   # eval.sizes: evaluate at each of these square sizes (YOLOv3; bbox@416/AP, ...), the
   # first as the headline; () = eval.size only (detx.evaluation.loop.evaluate).
+  # eval.geometry (R-CNN, RetinaNet): 'paddle' zeroes features and drops anchors beyond
+  # Paddle's eval input (detx.models.extent); 'bucket' reads the whole pad bucket (faster).
   c.eval = dict(split='val', limit=0, size=608, batch_size=8, every=0, draw_images=4,
-                metric='coco', map_type='11point', sizes=())
+                metric='coco', map_type='11point', sizes=(), geometry='paddle')
   # eval.backend: COCO metrics by 'pycocotools' or 'faster_coco_eval' (an optional
   # package, the same stats; detx.evaluation.coco).
   c.eval.backend = 'pycocotools'

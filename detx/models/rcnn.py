@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from detx import ops, optim
-from detx.models import backbones, inputs, necks
+from detx.models import backbones, extent, inputs, necks
 from detx.models.heads import roi_heads
 from detx.models.heads.rpn import RPNHead, level_anchors, rpn_losses, rpn_proposals
 from detx.models.layers import Dtype
@@ -47,6 +47,7 @@ class RCNN(nn.Module):
   cfg: Any                  # the model sub-config (FrozenConfigDict)
   anchor_scale: float = 1.0
   dtype: Dtype = jnp.float32
+  eval_geometry: str = 'paddle'  # eval.geometry: 'paddle' (detx.models.extent) or 'bucket'
 
   HAS_MASKS = False
   TRAIN_KEYS = ('image', 'image_hw', 'scale', 'boxes', 'classes', 'is_crowd', 'box_mask')
@@ -113,16 +114,23 @@ class RCNN(nn.Module):
     # PaddleDetection 2.x switches (docs/parity.md); the zoo's 1.x: False / True.
     aligned, pixel_offset = r.get('aligned', False), r.get('pixel_offset', True)
     zeros = jnp.zeros((k,), jnp.int32)
+    # Paddle's eval geometry: each image's map size ([N, 2] per level), else None
+    sizes = {l: extent.pool_hw(f.shape[1:3]) for l, f in feats.items()}
+    one_image = lambda e: None if e is None else e[None]
     if self.fpn:
-      def one(fs, x):
+      def one(fs, x, es):
         levels = ops.fpn_levels(x, 2, 5, r.canonical_level, r.canonical_size * self.anchor_scale,
                                 legacy=pixel_offset)
         return ops.multilevel_roi_align({l: f[None] for l, f in fs.items()}, x, zeros, levels,
-                                        resolution, sr, aligned=aligned)
-      out = jax.vmap(one)({l: feats[l] for l in range(2, 6)}, rois)
+                                        resolution, sr, aligned=aligned,
+                                        valid_hw=None if es[2] is None else
+                                        [one_image(es[l]) for l in range(2, 6)])
+      out = jax.vmap(one)({l: feats[l] for l in range(2, 6)}, rois,
+                          {l: sizes[l] for l in range(2, 6)})
     else:
-      out = jax.vmap(lambda f, x: ops.roi_align(f[None], x, zeros, resolution, 1.0 / 16, sr,
-                                                aligned=aligned))(feats[4], rois)
+      out = jax.vmap(lambda f, x, e: ops.roi_align(f[None], x, zeros, resolution, 1.0 / 16, sr,
+                                                   aligned=aligned, valid_hw=one_image(e)))(
+          feats[4], rois, sizes[4])
     return out.reshape((n * k,) + out.shape[2:])
 
   def box_head(self, head, feats, rois, train: bool = False):
@@ -142,13 +150,17 @@ class RCNN(nn.Module):
     if self.fpn or n == 1:
       return self.box_head(head, feats, rois)[:2]
 
+    state = extent.pooling_state()  # Paddle's eval geometry: one image's extent at a time
+    bucket = state[1] if state else ()
+
     def one(h, carry, xs):
-      f, r = xs
-      return carry, h(self.pool({4: f[None]}, r[None], self.cfg.roi.resolution))[:2]
+      f, r, e = xs
+      with extent.pooling(None if e is None else e[None], bucket, e is not None):
+        return carry, h(self.pool({4: f[None]}, r[None], self.cfg.roi.resolution))[:2]
 
     scan = nn.scan(one, variable_broadcast=['params', 'batch_stats'],
                    split_rngs={'params': False}, length=n)
-    _, (cls, box) = scan(head, None, (feats[4], rois))
+    _, (cls, box) = scan(head, None, (feats[4], rois, state[0] if state else None))
     return cls.reshape(n, k, -1), box.reshape(n, k, -1)
 
   def sample(self, key, rois, valid, batch, **kw):
@@ -190,15 +202,15 @@ class RCNN(nn.Module):
     return outs, self.init_heads(feats)
 
   # ----------------------------------------------------------------- the forward pass
-  def proposals(self, outs, anchors, info, n: int, train: bool):
+  def proposals(self, outs, anchors, info, n: int, train: bool, anchor_valid=None):
     p = self.cfg.rpn
     mode = 'train' if train else 'test'
     group = (p.collect_images if train else 1) if self.fpn else n
     return grouped(
-        lambda o, i: rpn_proposals(o, anchors, i, p[f'{mode}_pre_nms_top_n'],
-                                   p[f'{mode}_post_nms_top_n'], p.nms_thresh, p.min_size,
-                                   p[f'{mode}_collect_top_n']),
-        n, group, outs, info)
+        lambda o, i, v: rpn_proposals(o, anchors, i, p[f'{mode}_pre_nms_top_n'],
+                                      p[f'{mode}_post_nms_top_n'], p.nms_thresh, p.min_size,
+                                      p[f'{mode}_collect_top_n'], v),
+        n, group, outs, info, anchor_valid)
 
   def __call__(self, batch, train: bool):
     batch = dict(batch)
@@ -209,18 +221,22 @@ class RCNN(nn.Module):
       batch['scale'] = jnp.ones((n,), jnp.float32)
     batch['scale'] = batch['scale'].astype(jnp.float32)
     batch['image'] = inputs.batch_image(batch)  # uint8 batches: normalised here
-    feats = self.features(batch['image'], train)
-    layout = self.rpn_layout(feats)
-    outs = self.rpn([f for f, _, _ in layout])
+    # Paddle's eval input extent: C4 the image, FPN the image padded to 32 (eval_pad_stride)
+    hw = padded_hw(batch['image_hw'], self.cfg.rpn.eval_pad_stride, (hb, wb))
+    with extent.scope(hw, (hb, wb), not train and self.eval_geometry == 'paddle') as masked:
+      feats = self.features(batch['image'], train)
+      layout = self.rpn_layout(feats)
+      outs = self.rpn([f for f, _, _ in layout])
+      anchor_valid = [extent.valid(f.shape[1:3]) for f, _, _ in layout] if masked else None
     anchors = level_anchors([f.shape[1:3] for f, _, _ in layout], [a for _, a, _ in layout],
                             self.cfg.anchor.aspect_ratios, [st for _, _, st in layout])
     if train:
       return self.train_losses(feats, outs, anchors, batch)
-    info = im_info(padded_hw(batch['image_hw'], self.cfg.rpn.eval_pad_stride, (hb, wb)),
-                   batch['scale'])
+    info = im_info(hw, batch['scale'])
     batch['im_info'] = info  # Cascade's box_clip reads it
-    rois, _, valid = self.proposals(outs, anchors, info, n, False)
-    return self.predict(feats, rois, valid, batch)
+    rois, _, valid = self.proposals(outs, anchors, info, n, False, anchor_valid)
+    with extent.pooling(hw, (hb, wb), masked):  # RoIAlign sees each image's map
+      return self.predict(feats, rois, valid, batch)
 
   def train_losses(self, feats, outs, anchors, batch):
     p = self.cfg.rpn
@@ -265,7 +281,8 @@ def build(config) -> RCNN:
   """The module of model.name (faster_rcnn, mask_rcnn, cascade_rcnn)."""
   from detx.models.base import anchor_scale, family
   return family(config).module(ml_collections.FrozenConfigDict(config.model),
-                               anchor_scale(config), jnp.dtype(config.model.dtype))
+                               anchor_scale(config), jnp.dtype(config.model.dtype),
+                               extent.geometry(config))
 
 
 def paddle_rules(module: RCNN):

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from detx import optim
-from detx.models import backbones, inputs, necks
+from detx.models import backbones, extent, inputs, necks
 from detx.models.heads.retina import RetinaHead, level_anchors, retina_detections, retina_losses
 from detx.models.layers import Dtype
 from detx.ops.batching import im_info, padded_hw
@@ -38,6 +38,7 @@ class RetinaNet(nn.Module):
   cfg: Any                  # the model sub-config (FrozenConfigDict)
   anchor_scale: float = 1.0
   dtype: Dtype = jnp.float32
+  eval_geometry: str = 'paddle'  # eval.geometry: 'paddle' (detx.models.extent) or 'bucket'
 
   HAS_MASKS = False
   TRAIN_KEYS = ('image', 'boxes', 'classes', 'is_crowd', 'box_mask')
@@ -73,9 +74,9 @@ class RetinaNet(nn.Module):
   def __call__(self, batch, train: bool):
     image = inputs.batch_image(batch)  # uint8 batches: normalised here
     n, hb, wb = image.shape[:3]
-    outs, anchors = self.outputs(image, train)
     c = self.cfg
     if train:
+      outs, anchors = self.outputs(image, train)
       t, loss = c.target, c.loss
       losses = retina_losses(
           outs, anchors, batch['boxes'], batch['classes'] + 1, batch['box_mask'],
@@ -86,7 +87,14 @@ class RetinaNet(nn.Module):
     # Missing fields (the train loop's init batch): an unpadded image at scale 1.
     hw = batch.get('image_hw', jnp.tile(jnp.array([[hb, wb]], jnp.int32), (n, 1)))
     scale = batch.get('scale', jnp.ones((n,), jnp.float32))
-    info = im_info(padded_hw(hw, c.eval_pad_stride, (hb, wb)), scale)
+    hw = padded_hw(hw, c.eval_pad_stride, (hb, wb))
+    # Paddle's extent per image (per batch of 2 in Paddle: the larger image's, rounded up)
+    with extent.scope(hw, (hb, wb), self.eval_geometry == 'paddle') as masked:
+      outs, anchors = self.outputs(image, train)
+      keep = [extent.valid(l.shape[1:3])[..., None] for l, _ in outs] if masked else None
+    if masked:  # no anchors beyond the extent: their scores are sigmoid(-inf) = 0
+      outs = [(jnp.where(k, l, -jnp.inf), d) for (l, d), k in zip(outs, keep)]
+    info = im_info(hw, scale)
     return retina_detections(outs, anchors, info, c.num_classes, c.nms.score_threshold,
                              c.nms.pre_nms_top_n, c.nms.nms_threshold, c.nms.keep_top_k)
 
@@ -101,7 +109,7 @@ def paddle_rules():
 def build(config) -> RetinaNet:
   from detx.models.base import anchor_scale
   return RetinaNet(ml_collections.FrozenConfigDict(config.model), anchor_scale(config),
-                   jnp.dtype(config.model.dtype))
+                   jnp.dtype(config.model.dtype), extent.geometry(config))
 
 
 def param_rules(config, module: RetinaNet) -> optim.ParamRules:

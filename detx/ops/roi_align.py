@@ -158,9 +158,18 @@ def _check_method(method: str, sampling_ratio: int) -> str:
   return method
 
 
+def _tap_sizes(hs, ws, valid_hw, roi_batch):
+  """The map size each RoI's samples see: its map's (hs, ws), or its image's valid_hw."""
+  if valid_hw is None:
+    return hs, ws
+  v = jnp.asarray(valid_hw, jnp.int32)[roi_batch]
+  return v[:, 0], v[:, 1]
+
+
 def roi_align(features, rois, roi_batch, output_size: Size, spatial_scale: float,
               sampling_ratio: int, aligned: bool = False,
-              max_sampling_ratio: Optional[Size] = None, method: str = 'auto'):
+              max_sampling_ratio: Optional[Size] = None, method: str = 'auto',
+              valid_hw=None):
   """RoIAlign of rois [R, 4] (x1, y1, x2, y2, input-image pixels) on features [N, H, W, C].
 
   roi_batch [R] int: the image of each RoI. output_size: int or (oh, ow).
@@ -168,7 +177,10 @@ def roi_align(features, rois, roi_batch, output_size: Size, spatial_scale: float
   (see the module doc for the static max grid, `max_sampling_ratio`). aligned=False is
   Paddle 1.x / PaddleDetection 2019; aligned=True adds the half-pixel offset.
   method: 'gather', 'matmul' or 'auto' (gather for a fixed sampling_ratio, matmul for
-  adaptive). Returns [R, oh, ow, C] in features' dtype; padded RoIs give
+  adaptive). valid_hw [N, 2] int: each image's map size (rows, cols) when its map is the
+  top-left part of the padded features: samples see a map of that size (its border
+  clamp, zero beyond it), as on the unpadded image. Returns [R, oh, ow, C] in features'
+  dtype; padded RoIs give
   well-defined values that the caller masks. Gradients flow to the features only,
   not to the RoI coordinates (as in Paddle).
   """
@@ -184,8 +196,9 @@ def roi_align(features, rois, roi_batch, output_size: Size, spatial_scale: float
   r = rois.shape[0]
   hs = jnp.full((r,), h, jnp.int32)
   ws = jnp.full((r,), w, jnp.int32)
-  yi, wy = _axis_taps(y1, rh, oh, gh, max_h, hs)
-  xi, wx = _axis_taps(x1, rw, ow, gw, max_w, ws)
+  th, tw = _tap_sizes(hs, ws, valid_hw, roi_batch)
+  yi, wy = _axis_taps(y1, rh, oh, gh, max_h, th)
+  xi, wx = _axis_taps(x1, rw, ow, gw, max_w, tw)
   if method == 'matmul':
     return _pool_matmul(features, roi_batch, yi, wy, xi, wx).astype(dtype)
   flat = features.reshape(n * h * w, c)
@@ -224,13 +237,15 @@ def _level_list(features_by_level, min_level: int):
 def multilevel_roi_align(features_by_level, rois, roi_batch, levels, output_size: Size,
                          sampling_ratio: int, spatial_scales: Optional[Sequence[float]] = None,
                          min_level: int = 2, aligned: bool = False,
-                         max_sampling_ratio: Optional[Size] = None, method: str = 'auto'):
+                         max_sampling_ratio: Optional[Size] = None, method: str = 'auto',
+                         valid_hw=None):
   """FPN RoIAlign: each RoI pooled from its own level (PaddleDetection's FPNRoIAlign).
 
   features_by_level: {level: [N, H_l, W_l, C]} or a sequence whose first entry is
   `min_level`. levels [R] int: the level of each RoI (e.g. `fpn_levels(rois)`), clipped
   to the levels given. spatial_scales: per level, in the same order; default
-  1 / 2^level. Other arguments as `roi_align`.
+  1 / 2^level. valid_hw: per level (same order) [N, 2], or None. Other arguments as
+  `roi_align`.
 
   'gather' (the default for sampling_ratio > 0) pools every RoI from its own level in
   one gather over the levels' concatenated pixels: the cost is that of a single
@@ -258,8 +273,12 @@ def multilevel_roi_align(features_by_level, rois, roi_batch, levels, output_size
   max_h, max_w = _max_grid(sampling_ratio, max_sampling_ratio, hs_l, ws_l, oh, ow)
   x1, y1, rw, rh = _roi_geometry(rois, scale, aligned)
   gh, gw = _grids(rh, rw, oh, ow, sampling_ratio, max_h, max_w)
-  yi, wy = _axis_taps(y1, rh, oh, gh, max_h, hs)
-  xi, wx = _axis_taps(x1, rw, ow, gw, max_w, ws)
+  th, tw = hs, ws
+  if valid_hw is not None:  # [L, N, 2] at each RoI's level and image
+    v = jnp.stack([jnp.asarray(x, jnp.int32) for x in valid_hw])[li, roi_batch]
+    th, tw = v[:, 0], v[:, 1]
+  yi, wy = _axis_taps(y1, rh, oh, gh, max_h, th)
+  xi, wx = _axis_taps(x1, rw, ow, gw, max_w, tw)
   if method == 'matmul':
     out = 0.0
     for k, f in enumerate(feats):

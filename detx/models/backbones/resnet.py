@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from detx.models import extent
 from detx.models.layers import Dtype, conv_into_norm, norm_layer
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
@@ -54,16 +55,18 @@ def block_name(stage: int, index: int, count: int) -> str:
 
 def avg_pool_ceil_exclusive(x, window: int = 2, stride: int = 2):
   """NHWC average pool, pad 0, ceil_mode=True, exclusive (Paddle's pool2d defaults):
-  the right/bottom partial windows are averaged over their valid pixels only."""
+  the right/bottom partial windows are averaged over their valid pixels only (under
+  detx.models.extent, the pixels inside each image's extent, as on the unpadded image)."""
   h, w = x.shape[1:3]
   out_h, out_w = -(-(h - window) // stride) + 1, -(-(w - window) // stride) + 1
   pad = ((0, 0), (0, (out_h - 1) * stride + window - h), (0, (out_w - 1) * stride + window - w),
          (0, 0))
   dims, strides = (1, window, window, 1), (1, stride, stride, 1)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pad)  # scalar 0: differentiable sum
-  ones = jnp.ones((1, h, w, 1), x.dtype)
+  inside = extent.valid((h, w))
+  ones = jnp.ones((1, h, w, 1), x.dtype) if inside is None else inside[..., None].astype(x.dtype)
   count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pad)
-  return total / count
+  return total / jnp.maximum(count, 1)
 
 
 def max_pool_3x3_s2(x):
@@ -95,7 +98,7 @@ class ConvNorm(nn.Module):
                        self.groups, self.dtype, 'conv', kernel_init=self.kernel_init)(x)
     x = norm_layer(self.norm, self.freeze_norm, train,
                    name=self.norm_name or paddle_norm_name(self.name), dtype=self.dtype)(x)
-    return nn.relu(x) if self.relu else x
+    return extent.mask(nn.relu(x) if self.relu else x)  # Paddle's eval geometry (extent.py)
 
 
 def shortcut(x, features: int, stride: int, project: bool, avg_down: bool, name: str,
@@ -254,7 +257,7 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     self.check()
     kw = dict(norm=self.norm, freeze_norm=self.freeze_norm, dtype=self.dtype)
-    x = x.astype(self.dtype)
+    x = extent.mask(x.astype(self.dtype))
     for name, c, k, s in self.stem():
       x = ConvNorm(c, k, s, name=name, norm_name=self.stem_norm_name(name), **kw)(x, train)
     if self.freeze_at >= 1:

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from detx.models import extent
 from detx.models.backbones import resnet
 from detx.models.backbones.resnet import ConvNorm
 from detx.models.layers import Dense, Dtype
@@ -60,7 +61,12 @@ def squeeze_excitation(x, name: str, dtype: Dtype):
   """Paddle's _squeeze_excitation; call inside a compact method (Dense `{name}_sqz`,
   `{name}_exc`)."""
   c = x.shape[-1]
-  s = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+  inside = extent.valid(x.shape[1:3])  # Paddle's eval geometry: the mean over the image
+  if inside is None:
+    s = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+  else:
+    s = jnp.sum(extent.mask(x).astype(jnp.float32), axis=(1, 2)) / jnp.maximum(
+        jnp.sum(inside, axis=(1, 2)), 1)[:, None]
   s = nn.relu(Dense(c // REDUCTION, kernel_init=_fc_init(c), dtype=dtype,
                        name=f'{name}_sqz')(s))
   e = nn.sigmoid(Dense(c, kernel_init=_fc_init(c // REDUCTION), dtype=dtype,

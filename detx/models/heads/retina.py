@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from detx import ops
+from detx.models import extent
 from detx.models.layers import Conv, Dtype
 from detx.ops.losses import smooth_l1
 
@@ -59,7 +60,7 @@ class RetinaHead(nn.Module):
       for kind, convs in towers.items():
         h = f.astype(self.dtype)
         for conv in convs:
-          h = nn.relu(conv(h))
+          h = extent.mask(nn.relu(conv(h)))  # Paddle's eval geometry (extent.py)
         x[kind] = h
       outs.append((cls_pred(x['cls']).astype(jnp.float32),
                    box_pred(x['bbox']).astype(jnp.float32)))

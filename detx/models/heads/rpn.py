@@ -96,13 +96,17 @@ def rpn_losses(outs, anchors: Sequence[jax.Array], gt_boxes, gt_valid, is_crowd,
 
 def rpn_proposals(outs, anchors: Sequence[jax.Array], info, pre_nms_top_n: int,
                   post_nms_top_n: int, nms_thresh: float = 0.7, min_size: float = 0.0,
-                  fpn_post_nms_top_n: int = 0):
+                  fpn_post_nms_top_n: int = 0, anchor_valid=None):
   """Proposals [N, K, 4] (input pixels), scores [N, K], valid [N, K]; no gradient.
 
   One level (C4): generate_proposals(pre, post). Several levels (FPN): pre/post per
   level, then the best `fpn_post_nms_top_n` over the whole batch (collect_fpn_proposals).
+  anchor_valid: per level bool [N, H, W] or None; the anchors of False positions score
+  -inf, so no proposal comes from them (detx.models.extent: Paddle's eval geometry).
   """
   probs = [jax.nn.sigmoid(jax.lax.stop_gradient(l)) for l, _ in outs]
+  if anchor_valid is not None:
+    probs = [jnp.where(v[..., None], p, -jnp.inf) for p, v in zip(probs, anchor_valid)]
   deltas = [jax.lax.stop_gradient(d) for _, d in outs]
   if len(outs) == 1:
     return ops.generate_proposals(probs[0], deltas[0], info, anchors[0],

@@ -20,6 +20,8 @@ Output: {level: NHWC feature with num_channels} for min_level..max_level.
 - Init: Paddle's Xavier(fan_out=fan): uniform(+-sqrt(6 / (fan_in + fan))), fan_in =
   kh*kw*in and fan = in for the 1x1 convs, kh*kw*in for the 3x3 ones; biases 0.
   (Paddle also gives the biases lr x2 and no weight decay: an optimizer concern.)
+- Under detx.models.extent (Paddle's eval geometry on bucketed batches) the maps the 3x3
+  convs and the heads read are zeroed beyond each image's extent.
 """
 from typing import Mapping
 
@@ -27,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from detx.models import extent
 from detx.models.layers import Conv, Dtype, upsample_nearest
 
 
@@ -80,23 +83,24 @@ class FPN(nn.Module):
       lateral = self._conv(c, 1, 1, c.shape[-1], f'fpn_inner_res{lvl}_sum_lateral')
       up = match_size(upsample_nearest(inner[lvl + 1]), c.shape[1], c.shape[2])
       inner[lvl] = lateral + up
+    inner = {lvl: extent.mask(x) for lvl, x in inner.items()}
     outs = {lvl: self._conv(inner[lvl], 3, 1, 9 * inner[lvl].shape[-1], f'fpn_res{lvl}_sum')
             for lvl in levels}
     if self.max_level > top:
       if self.has_extra_convs:
         if self.extra_from not in ('c5', 'p5'):
           raise ValueError(f"FPN extra_from must be 'c5' or 'p5', got {self.extra_from!r}")
-        blob = feats[top].astype(self.dtype) if self.extra_from == 'c5' else outs[top]
+        blob = feats[top].astype(self.dtype) if self.extra_from == 'c5' else extent.mask(outs[top])
         for lvl in range(top + 1, self.max_level + 1):
           blob_in = blob if lvl == top + 1 else nn.relu(blob)
-          blob = self._conv(blob_in, 3, 2, 9 * blob_in.shape[-1], f'fpn_{lvl}')
+          blob = extent.mask(self._conv(blob_in, 3, 2, 9 * blob_in.shape[-1], f'fpn_{lvl}'))
           outs[lvl] = blob
       elif self.max_level - self.min_level == len(levels):
         outs[top + 1] = outs[top][:, ::2, ::2]
       else:
         raise ValueError(f'levels {self.min_level}-{self.max_level} from inputs {levels}: '
                          'without extra convs only one subsampled level can be added')
-    return {lvl: outs[lvl] for lvl in sorted(outs)}
+    return {lvl: extent.mask(outs[lvl]) for lvl in sorted(outs)}
 
 
 def retinanet_fpn(num_channels: int = 256, dtype: Dtype = jnp.float32) -> FPN:
