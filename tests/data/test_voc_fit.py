@@ -27,7 +27,9 @@ def voc_subset(src, dst, stems, name='fit'):
   return dst
 
 
-def fit_config(data_dir, cache_dir, steps=120):
+def fit_config(data_dir, cache_dir, steps=90):
+  """90 steps (lr x0.1 at 71 and 80): mAP 1.0, as 120 steps read; 70 steps read 0.75,
+  too near the floor."""
   c = cfg.load('yolov3_mobilenet_v1_voc')
   c.model.pretrained = ''  # random init: no ImageNet download
   c.data.update(dir=str(data_dir), cache_dir=str(cache_dir), train_split='voc2007_fit',
