@@ -12,7 +12,8 @@ images). Per size, each in a fresh child process:
 
   prepare  detx.data.loader.Dataset on the set (what `python -m detx.main` runs on
            first use: the tfds builder of detx/data/coco.py -> array_record) into an
-           empty cache: img/s and the process's peak RSS (ru_maxrss).
+           empty cache: img/s and the process's peak RSS (VmHWM); a `parse`
+           child measures reading the annotation json alone.
   read     a fresh process opens the prepared set and takes train batches through the
            R-CNN input pipeline (detx.data.pipelines, data.num_workers=0): seconds from
            start to the first batch, img/s of the next batches, peak RSS.
@@ -49,6 +50,14 @@ SEED = 2019
 
 
 def peak_rss_mb() -> float:
+  """This process's peak RSS: VmHWM (ru_maxrss survives exec, so a child started by a
+  larger parent would report the parent's size)."""
+  try:
+    for line in Path('/proc/self/status').read_text().splitlines():
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

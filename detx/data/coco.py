@@ -40,7 +40,9 @@ converted or dropped and counted in the report, per the data.bad_boxes,
 data.exif, data.bad_images and data.empty_images switches.
 
 tfds writes into a temporary directory and renames it only on success, so a
-failed prepare leaves nothing a later run would pick up.
+failed prepare leaves nothing a later run would pick up; a killed one (SIGKILL)
+leaves that directory, which the next preparation deletes. Examples pass through
+detx/data/spool.py (one file on disk, not tfds' in-memory shuffle buffer).
 """
 from __future__ import annotations
 
