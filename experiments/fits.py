@@ -7,8 +7,9 @@ r"""Training runs whose results the README quotes, each saved as a record (exper
   # The README's first command as it is (1500 steps, one seed):
   python experiments/fits.py quickstart --seeds=0 --dtypes=float32 --steps=1500 \
       --workdir=/tmp/fits_full --out=quickstart_cpu.json
-  # The slow tier's fits of 8 real COCO images (tests/test_overfit*.py), their metrics
-  # and times (tests/conftest.py's fit_record hook writes the record as each test ends):
+  # The slow tier's fits of 8 real COCO / VOC images (FIT_TESTS), their metrics and times
+  # (tests/conftest.py's fit_record hook records each test as it ends); a subset
+  # (-- -k EXPR) replaces those tests' rows in the record and keeps the others':
   python experiments/fits.py overfit --out=overfit_cpu.json [-- -k yolov3]
 
 Each run is `python -m detx.main --config=configs/quickstart.py` in a subprocess (the
@@ -106,22 +107,38 @@ def quickstart(args) -> dict:
   return values
 
 
-FIT_TESTS = ('tests/test_overfit.py', 'tests/test_overfit_rcnn.py')
+FIT_TESTS = ('tests/test_overfit.py', 'tests/test_overfit_rcnn.py', 'tests/data/test_voc_fit.py')
+
+
+def merge_fits(old: dict | None, new: dict) -> dict:
+  """The record `old` with each test that `new` ran replaced by new's runs; the other
+  tests' runs are kept. Every run carries the commit and date it ran at (runs of a
+  record written before runs had them take that record's)."""
+  def stamped(rec):
+    return {test: [dict({'commit': rec['commit'], 'date': rec['date']}, **run) for run in runs]
+            for test, runs in rec.get('values', {}).items()}
+  values = stamped(old) if old else {}
+  values.update(stamped(new))
+  return dict(new, values=dict(sorted(values.items())))
 
 
 def overfit(args, extra) -> int:
-  """Runs the fit tests with DETX_FIT_RECORD set: the record holds each test's runs
-  (model, steps, seconds, final metrics); the tests keep their floors."""
+  """Runs the fit tests (a subset with `-- -k EXPR`) with DETX_FIT_RECORD set to a fresh
+  file, then merges it into the record (merge_fits): each test run replaces its own rows
+  (model, steps, seconds, final metrics, commit), the rest of the record stays. The tests
+  keep their floors."""
   out = Path(args.out) if Path(args.out).is_absolute() else record.RESULTS / args.out
-  out.unlink(missing_ok=True)
-  env = dict(os.environ, DETX_FIT_RECORD=str(out))
+  fresh = out.with_name(out.name + '.run')
+  fresh.unlink(missing_ok=True)
+  env = dict(os.environ, DETX_FIT_RECORD=str(fresh))
   cmd = [sys.executable, '-m', 'pytest', '-q', '-m', 'slow', '-n', '0', '-p',
          'no:cacheprovider', *FIT_TESTS, *extra]
   rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
-  if out.exists():
-    rec = record.read(out)
+  if fresh.exists():
+    rec = merge_fits(record.read(out) if out.exists() else None, record.read(fresh))
     rec['command'] = record.command()
     out.write_text(json.dumps(rec, indent=2) + '\n')
+    fresh.unlink()
     print('record:', out)
   return rc
 
