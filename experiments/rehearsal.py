@@ -23,7 +23,9 @@ per image (each ground-truth box jittered, with a random score; the rest false
 positives at random places and categories), scored by detx's CocoEvaluator with each
 available eval backend ('pycocotools', 'faster_coco_eval'): seconds to add the
 detections and to evaluate, bbox stats, and the largest stat difference between the
-backends. The table goes to experiments/results/OUT through experiments/record.py.
+backends. The table goes to experiments/results/OUT through experiments/record.py
+(--eval_images=0 --keep_eval: the scale rows are measured again and the evaluation
+is copied from OUT's earlier record, naming the run that measured it).
 """
 import argparse
 import json
@@ -305,6 +307,9 @@ def main(argv=None):
   p.add_argument('--read_config', default='faster_rcnn_r50_fpn_1x')
   p.add_argument('--read_batches', type=int, default=5)
   p.add_argument('--eval_images', type=int, default=5000, help='0: no evaluation')
+  p.add_argument('--keep_eval', action='store_true',
+                 help='with --eval_images=0: copy the eval part of the record --out '
+                      'already holds, with its command, commit and date')
   p.add_argument('--backends', default='pycocotools,faster_coco_eval')
   p.add_argument('--out', default='', help='record file under experiments/results/')
   args = p.parse_args(argv)
@@ -316,6 +321,10 @@ def main(argv=None):
     return
   cache = Path(args.cache)
   values = {'image_size': list(SIZE), 'scale': [], 'eval': None}
+  if args.keep_eval and not args.eval_images and args.out:
+    old = record.read(args.out)
+    values['eval'] = {**old['values']['eval'],
+                      'measured_by': {k: old[k] for k in ('command', 'commit', 'date')}}
   for n in [int(s) for s in args.sizes.split(',') if s]:
     values['scale'].append(scale_row(cache, n, args.read_config, args.read_batches))
     if args.out:  # what finished so far
