@@ -76,6 +76,7 @@ CREATE TABLE objects (image_id INTEGER, seq INTEGER, label INTEGER, x1 REAL, y1 
 """
 
 
+BATCH = 4096  # annotations checked at once: the scan's bounded window
 _compact_json = json.JSONEncoder(separators=(',', ':')).encode  # = json.dumps(...)
 
 
@@ -232,7 +233,7 @@ class _Scan:
         'SELECT a.seq, a.id, a.image_id, a.category_id, a.x, a.y, a.w, a.h, '
         'a.problem, i.id, i.file_name, i.width, i.height FROM anns a LEFT JOIN '
         'images i ON i.id = a.image_id ORDER BY a.seq').fetchmany
-    while batch := rows(4096):
+    while batch := rows(BATCH):
       kept = []
       for seq, aid, image_id, cat, x, y, w, h, problem, found, name, width, height in batch:
         if found is None:

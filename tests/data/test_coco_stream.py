@@ -234,3 +234,46 @@ def test_invalid_entries_raise_in_json_load_order(tmp_path, damage, message):
   with pytest.raises(DataError, match=f'annotation file .*a.json: {message}'):
     annotations.scan_annotations(path, work_dir=tmp_path)
   assert [p.name for p in tmp_path.iterdir()] == ['a.json']
+
+
+def _synthetic(n: int) -> dict:
+  """n 640x480 images with 4 polygon annotations each (ids and boxes vary)."""
+  anns = [{'id': k + 1, 'image_id': k // 4 + 1, 'category_id': 1 + k % 3, 'iscrowd': 0,
+           'area': 100.0 + k, 'bbox': [k % 500, k % 300, 20.5, 30.25],
+           'segmentation': [[k % 500, k % 300, k % 500 + 20, k % 300, k % 500, k % 300 + 30]]}
+          for k in range(4 * n)]
+  return {'images': [{'id': i + 1, 'file_name': f'{i + 1:012d}.jpg', 'height': 480,
+                      'width': 640} for i in range(n)],
+          'annotations': anns,
+          'categories': [{'id': c, 'name': f'c{c}'} for c in (1, 2, 3)]}
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path, monkeypatch):
+  """Python's peak allocation while scanning and reading every record back is the
+  same (within 128 KiB: where chunks happen to cut) for 250 and 2000 images (1k / 8k
+  annotations; one more Python int per annotation would add 250 KiB), and a tenth of
+  json.load's for 2000."""
+  import tracemalloc
+  monkeypatch.setattr(coco_stream, 'CHUNK', 1 << 14)  # the windows, small enough to
+  monkeypatch.setattr(annotations, 'BATCH', 128)     # show at this size
+  peaks = []
+  for n in (10, 250, 2000):  # 10: a warm-up (first-call allocations)
+    path = tmp_path / f'{n}.json'
+    path.write_text(json.dumps(_synthetic(n)))
+    tracemalloc.start()
+    try:
+      parsed = annotations.scan_annotations(path)
+      count = sum(len(im['objects']) for im in parsed['images'])
+      peaks.append(tracemalloc.get_traced_memory()[1])
+    finally:
+      tracemalloc.stop()
+    assert count == 4 * n and not parsed['errors']
+  assert peaks[2] - peaks[1] < 128 << 10, peaks
+  text = path.read_text()
+  tracemalloc.start()
+  try:
+    json.loads(text)
+    loaded = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert loaded > 10 * peaks[2], (loaded, peaks)
