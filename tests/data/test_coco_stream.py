@@ -277,3 +277,22 @@ def test_memory_does_not_grow_with_the_file(tmp_path, monkeypatch):
   finally:
     tracemalloc.stop()
   assert loaded > 10 * peaks[2], (loaded, peaks)
+
+
+def test_a_killed_scans_file_is_removed(tmp_path):
+  """The sqlite file of a scan whose process died is deleted by the next scan; a live
+  process's is left alone."""
+  import subprocess
+  import sys
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  orphan = tmp_path / f'detx_annotations_{dead}_x1.sqlite'
+  live = tmp_path / f'detx_annotations_{1}_x2.sqlite'  # pid 1 never dies
+  other = tmp_path / 'detx_annotations_notapid_x3.sqlite'
+  for p in (orphan, live, other):
+    p.write_bytes(b'x')
+  path = tmp_path / 'a.json'
+  path.write_text(json.dumps(edge_cases()))
+  annotations.scan_annotations(path, work_dir=tmp_path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      ['a.json', live.name, other.name])
