@@ -14,7 +14,9 @@ bfloat16), compile seconds, peak RSS, the model's GFLOP per image (XLA's cost an
 the compiled step / batch: the train step counts forward, backward and optimizer) and the
 achieved GFLOP/s as a fraction of the device's peak in that dtype (experiments/bench_peaks.py:
 a vendor's dense figure for a known accelerator, TF32 for float32 on NVIDIA; on a CPU a
-matmul measured in the same run, before and after the models, the better kept).
+matmul measured in the same run, before and after the models, the better kept). XLA
+counts a depthwise conv's kernel gradient as a dense conv (~C times its work), so train
+rows of MobileNet models overstate their FLOPs and utilisation; inference rows do not.
 
 Batch sizes: --batch=N[,M...] (one row per size), else BATCHES by config name or input
 pipeline, one column for a CPU and one that fills an accelerator (--rcnn_batch=N, the
