@@ -17,9 +17,11 @@ import jax.numpy as jnp
 #   NVIDIA H100 / H200 datasheets (SXM): BF16 989 (1,979 with sparsity), TF32 494 (989);
 #     the H200 is the H100's GH100 compute with more memory. Checked here only against
 #     secondary pages (itkb.uw.cz "NVIDIA H200 vs B300", 2026-06: H200 SXM dense BF16 ~989).
-#   H100 PCIe: BF16 756, TF32 378 (datasheet, sparsity halved).
-#   NVIDIA A100 datasheet: BF16 312, TF32 156.
-#   NVIDIA L4 datasheet: BF16 242 / TF32 120 with sparsity -> 121 / 60 dense.
+#   H100 PCIe: BF16 756, TF32 378 (datasheet, sparsity halved; not re-checked here).
+#   NVIDIA A100 datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf, as quoted
+#     by glennklockwood.com/garden/processors/A100): BF16 312, TF32 156 dense.
+#   NVIDIA L4 datasheet: FP16/BF16 242, TF32 120 "with sparsity" (as quoted by
+#     grokipedia.com "NVIDIA L4 vs L40S" and a reseller's spec sheet) -> 121 / 60 dense.
 #   Cloud TPU v5e (docs.cloud.google.com/tpu/docs/v5e): "Peak compute per chip (bf16) 197 TFLOPs".
 #   Cloud TPU v4 (docs.cloud.google.com/tpu/docs/v4): 275 bf16 TFLOP/s per chip (not
 #     re-checked here). TPUs get no float32 figure: their float32 matmuls are bf16 passes.
