@@ -12,6 +12,7 @@
   bad_data.py     DataError, the bad-data switches and the report
   check.py        `python -m detx.data.check`: the report without preparing
   loader.py       Dataset, and the grain batching shared by the pipelines
+  workers.py      data.num_workers processes: batches through reused shared memory
   pipelines/      one input pipeline per model family (yolo, rcnn)
   transforms/     their per-example transforms
   masks.py        Mask R-CNN GT crops;  synthetic.py: the generated shapes dataset

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 
 import grain
 import jax
-from absl import flags
 from absl import logging
 import numpy as np
 
@@ -215,40 +214,46 @@ def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 7]).permutation(n)
 
 
-def _iterate(ds: grain.MapDataset, num_workers: int) -> 'Batches':
-  """Iterates `ds` (elements are whole batches) in-process or in
-  `num_workers` grain worker processes; same elements either way."""
-  # Keep the in-process prefetch small: an element is a whole batch.
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2,
-                                            prefetch_buffer_size=2))
+def _iterate(ds: grain.MapDataset, job: '_BatchJob', num_workers: int) -> 'Batches':
+  """Iterates `ds` (elements are whole batches) in-process, or `job` (the same
+  batches) in `num_workers` worker processes (detx.data.workers)."""
   if num_workers <= 0:
-    return Batches(iter(it), copy=False)
-  # grain's multiprocess prefetch reads absl flags; outside an absl app
-  # (tests, notebooks) they are unparsed and reading them raises.
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-  it = it.mp_prefetch(grain.MultiprocessingOptions(
-      num_workers=num_workers, per_worker_buffer_size=1),
-                      worker_init_fn=_worker_init)
-  return Batches(iter(it), copy=True)
+    # Keep the in-process prefetch small: an element is a whole batch.
+    return Batches(iter(ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=2, prefetch_buffer_size=2))))
+  from detx.data import workers
+  return Batches(workers.WorkerPool(job, num_workers, init=_worker_init))
+
+
+class _BatchJob:
+  """Batch b = `fn` over indices b * rows ... (b + 1) * rows - 1 (through `position`
+  when given), for b from `first` to `stop` (None: forever); the elements of
+  `ds`'s batches, for the worker processes (picklable)."""
+
+  def __init__(self, fn, rows: int, first: int, stop: int | None, position=None):
+    self.fn, self.rows, self.position = fn, int(rows), position
+    self.first, self.stop = int(first), stop
+
+  def batch(self, b: int) -> list[dict]:
+    idx = range(b * self.rows, (b + 1) * self.rows)
+    return [self.fn(self.position(i) if self.position else i) for i in idx]
 
 
 class Batches:
-  """An iterator of batches that owns its grain iterator and worker processes.
+  """An iterator of batches that owns its grain iterator or worker processes.
 
   ``close()`` (or leaving a ``with`` block) stops the workers and unlinks the shared
-  memory of the batches they had ready; it runs by itself when the iterator ends or
+  memory they handed batches over in; it runs by itself when the iterator ends or
   raises, and the train and eval loops call it in a ``finally`` (an error, a signal,
   train.max_bad_steps). Without it, an error left the iterator alive in the
   traceback's frames until interpreter exit, where the workers were killed with
   their batches still in shared memory ("resource_tracker: There appear to be N
-  leaked shared_memory objects"). Worker batches are copied out of shared memory,
-  so callers hold plain numpy arrays.
+  leaked shared_memory objects"). Callers hold plain numpy arrays (worker batches
+  are copied out of shared memory).
   """
 
-  def __init__(self, it, copy: bool):
+  def __init__(self, it):
     self._it = it
-    self._copy = copy
 
   def __iter__(self):
     return self
@@ -257,19 +262,15 @@ class Batches:
     if self._it is None:
       raise StopIteration
     try:
-      batch = next(self._it)
+      return next(self._it)
     except BaseException:
       self.close()
       raise
-    if self._copy:
-      batch = {k: np.array(v) for k, v in batch.items()}
-    return batch
 
   def close(self) -> None:
     it, self._it = self._it, None
     if it is not None and hasattr(it, 'close'):
       it.close()
-      _flush_shared_memory_deletes()
 
   def __enter__(self):
     return self
@@ -282,19 +283,6 @@ class Batches:
       self.close()
     except Exception:  # pylint: disable=broad-except
       pass
-
-
-def _flush_shared_memory_deletes(timeout: float = 10.0) -> None:
-  """Waits for grain's background unlinks of dropped shared-memory batches (a
-  one-thread pool: a no-op queued behind them returns when they are done), so a
-  process that exits right after closing a loader leaks none."""
-  try:
-    from grain._src.python.ipc import shared_memory_array
-    pool = shared_memory_array.SharedMemoryArray._del_thread_pool  # pylint: disable=protected-access
-    if pool is not None:
-      pool.apply_async(int).get(timeout)
-  except Exception:  # pylint: disable=broad-except
-    pass  # a grain without it, or a pool already shut down: nothing to wait for
 
 
 def _worker_init(index: int, count: int) -> None:
@@ -354,7 +342,8 @@ def train_batches(fn: Callable[[int], dict[str, Any]], batch_size: int,
         .map(_GlobalPosition(rows, first, batch_size))
         .map(fn)
         .batch(rows, batch_fn=stack))
-  return _iterate(ds, num_workers)
+  job = _BatchJob(fn, rows, start_step, None, _GlobalPosition(rows, first, batch_size))
+  return _iterate(ds, job, num_workers)
 
 
 def eval_batches(fn: Callable[[int], dict[str, Any]], num_images: int,
@@ -364,4 +353,4 @@ def eval_batches(fn: Callable[[int], dict[str, Any]], num_images: int,
   to a whole batch (`fn` returns valid=False padding beyond the last image)."""
   total = math.ceil(num_images / batch_size) * batch_size
   ds = grain.MapDataset.range(total).map(fn).batch(batch_size, batch_fn=stack)
-  return _iterate(ds, num_workers)
+  return _iterate(ds, _BatchJob(fn, batch_size, 0, total // batch_size), num_workers)

@@ -1,14 +1,17 @@
 """Datasets and the grain machinery: splits, limits, and worker processes
 giving the same batches as in-process loading (float32 and uint8 images)."""
+import copy
+
 import numpy as np
 import pytest
 
 from detx.config import override
-from detx.data import loader, pipelines
+from detx.data import loader, pipelines, workers
 from detx.data.pipelines import YoloPipeline
 from detx.data.transforms import STD
 from detx.models import inputs
 from tests.data.helpers import equal, take
+from tests.helpers import assert_released, live_children, shm_objects, wait_until
 
 
 @pytest.fixture
@@ -48,21 +51,73 @@ def test_limits(cfg):
 RCNN_SIZES = {'data.short_side': 64, 'data.long_side': 96}
 
 
-@pytest.mark.parametrize('name,dtype', [('yolov3', 'float32'), ('faster_rcnn', 'uint8'),
-                                        ('mask_rcnn', 'float32')])
-def test_worker_processes_match_in_process(cfg, name, dtype):
-  """The same batches for the same seed and step in-process and in 2 workers: the YOLO,
-  R-CNN and mask pipelines, normalised float32 and uint8 images."""
-  override(cfg, {'model.name': name, 'data.image_dtype': dtype, 'data.train_sizes': [64],
-                 **(RCNN_SIZES if name != 'yolov3' else {})})
-  ds = loader.build(cfg, 'train')
-  local = take(pipelines.for_config(cfg).train_iterator(ds, start_step=2), 3)
-  cfg.data.num_workers = 2
-  remote = take(pipelines.for_config(cfg).train_iterator(ds, start_step=2), 3)
+# (model.name, data.image_dtype) of the worker-equivalence test: every pipeline, uint8
+# where it has one (SSD normalises itself and always sends float32).
+WORKER_CASES = (('yolov3', 'float32'), ('yolov3', 'uint8'), ('faster_rcnn', 'float32'),
+                ('faster_rcnn', 'uint8'), ('mask_rcnn', 'float32'), ('mask_rcnn', 'uint8'),
+                ('ssd', 'float32'))
+
+
+class _Cases:
+  """Global position -> the elements of several pipelines' train functions, keys
+  prefixed by case (one pool of workers for all of them: a pool's start is the cost)."""
+
+  def __init__(self, fns):
+    self.fns = fns
+
+  def __call__(self, position):
+    return {f'{case}/{k}': v for case, fn in self.fns.items() for k, v in fn(position).items()}
+
+
+def test_worker_processes_match_in_process(cfg):
+  """The same batches for the same seed and step in-process and in 2 worker processes
+  (detx.data.workers): the YOLO, R-CNN, mask and SSD pipelines' train functions, float32
+  and uint8 images, through loader.train_batches from step 2 (3 batches of 4)."""
+  fns = {}
+  for name, dtype in WORKER_CASES:
+    c = copy.deepcopy(cfg)
+    override(c, {'model.name': name, 'data.image_dtype': dtype, 'data.train_sizes': [64],
+                 **(RCNN_SIZES if 'rcnn' in name else {})})
+    c.data.image_size = 48  # SSD's
+    fns[f'{name}/{dtype}'] = pipelines.for_config(c).train_example(loader.build(c, 'train'))
+  local = take(loader.train_batches(_Cases(fns), 4, 2, num_workers=0), 3)
+  it = loader.train_batches(_Cases(fns), 4, 2, num_workers=2)
+  assert isinstance(it._it, workers.WorkerPool)  # pylint: disable=protected-access
+  remote = take(it, 3)
   assert len(remote) == 3 and all(equal(x, y) for x, y in zip(local, remote))
   assert all(type(v) is np.ndarray for v in remote[0].values())
-  assert remote[0]['image'].dtype == np.dtype(dtype)
-  assert ('gt_polys' in remote[0]) == (name == 'mask_rcnn')
+  for name, dtype in WORKER_CASES:
+    assert remote[0][f'{name}/{dtype}/image'].dtype == np.dtype(dtype)
+  assert 'mask_rcnn/uint8/gt_polys' in remote[0] and 'faster_rcnn/uint8/gt_polys' not in remote[0]
+
+
+class _Growing:
+  """Index -> an element that grows with its batch (batch b: (b + 1) * 5000 floats each,
+  so a worker's slots are outgrown and replaced), a ValueError at index `fail`."""
+
+  def __init__(self, fail=-1):
+    self.fail = fail
+
+  def __call__(self, i):
+    if i == self.fail:
+      raise ValueError(f'bad element {i}')
+    return {'x': np.full((i // 2 + 1) * 5000, i, np.float32), 'i': np.int64(i)}
+
+
+def test_worker_eval_batches_errors_and_release():
+  """Eval batches in 2 workers: equal to in-process and ending with the split, also when
+  batches outgrow the shared-memory slots; a worker's error reaches the caller as its
+  own exception at its batch; either way no worker process or /dev/shm object stays."""
+  shm_before = shm_objects()
+  local = list(loader.eval_batches(_Growing(), 10, 2, num_workers=0))
+  remote = list(loader.eval_batches(_Growing(), 10, 2, num_workers=2))
+  assert len(local) == len(remote) == 5 and all(equal(x, y) for x, y in zip(local, remote))
+  it = loader.eval_batches(_Growing(fail=8), 10, 2, num_workers=2)
+  assert all(equal(next(it), x) for x in local[:4])
+  with pytest.raises(ValueError, match='bad element 8'):
+    next(it)
+  assert wait_until(lambda: not live_children(), 10), live_children()
+  assert_released(shm_before, timeout=10)
 
 
 @pytest.mark.parametrize('name', ['faster_rcnn', 'mask_rcnn', 'yolov3'])
