@@ -22,8 +22,8 @@ LOADER_PIPELINES = (
 def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 8,
                  pipelines=LOADER_PIPELINES, cache_dir: str = '',
                  dtypes=('float32',)) -> list:
-  """Images/s of the train input pipelines alone (first batch excluded: it
-  includes starting the workers), for each data.image_dtype in `dtypes` and each
+  """Images/s of the train input pipelines alone (the first batch of each worker
+  excluded: it includes starting the worker), for each data.image_dtype in `dtypes` and each
   data.num_workers in `workers`. A row's `ratio` is its img/s over the in-process
   (0 workers) row of the same pipeline and dtype (None without one); `batch_mb` is
   what one batch weighs, what crosses from a worker to the main process."""
@@ -56,9 +56,9 @@ def bench_loader(data_dir, workers=(0, 2), batches: int = 10, batch_size: int = 
 
 
 def _loader_row(config, dataset, batches: int) -> dict:
-  """Times `batches` train batches of config's pipeline after the first."""
+  """Times `batches` train batches of config's pipeline after one per worker."""
   pipeline = input_pipelines.for_config(config)
-  timed = _timed(pipeline.train_iterator(dataset), batches)
+  timed = _timed(pipeline.train_iterator(dataset), batches, pipeline.num_workers)
   if is_rcnn(config):
     shape = ' or '.join(f'{h}x{w}' for h, w in pipeline.train_shapes())
   else:
@@ -127,7 +127,7 @@ def row_config(config, mode: str, size, batch: int, workers: int, data_dir=None)
 def row_rate(config, mode: str, batches: int) -> dict:
   """img/s of the pipeline feeding a row (config from row_config): its train iterator
   for a train row, its eval transform for an infer row (cycled over the split), over
-  `batches` batches after the first (which starts the workers)."""
+  `batches` batches after one per worker (which start the workers)."""
   pipeline = input_pipelines.for_config(config)
   split = config.data.train_split if mode == 'train' else config.eval.split
   dataset = loader.build(config, split)  # prepared once, not timed
@@ -136,16 +136,20 @@ def row_rate(config, mode: str, batches: int) -> dict:
     it = pipeline.train_iterator(dataset)
   else:
     fn = Cycled(pipeline.eval_example(dataset, bs), dataset.num_images)
-    it = loader.eval_batches(fn, (batches + 1) * bs, bs, pipeline.num_workers)
-  return dict(_timed(it, batches), num_workers=pipeline.num_workers)
+    it = loader.eval_batches(fn, (batches + max(1, pipeline.num_workers)) * bs, bs,
+                             pipeline.num_workers)
+  return dict(_timed(it, batches, pipeline.num_workers), num_workers=pipeline.num_workers)
 
 
-def _timed(it, batches: int) -> dict:
-  """Times `batches` batches of an iterator after its first; closes it."""
+def _timed(it, batches: int, num_workers: int = 0) -> dict:
+  """Times `batches` batches of an iterator after one batch per worker (each includes
+  that worker's start: they start together but not in step); closes it."""
   try:
     t_start = time.perf_counter()
     batch = next(it)
     first = time.perf_counter() - t_start
+    for _ in range(num_workers - 1):
+      next(it)
     t0 = time.perf_counter()
     for _ in range(batches):
       next(it)
