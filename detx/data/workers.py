@@ -72,10 +72,10 @@ class _Worker:
 
   def run(self, results, free, stop) -> None:
     import cloudpickle
-    job = cloudpickle.loads(self.job)
-    idle = list(range(self.slots))
-    b = job.first + self.index
+    idle, b = list(range(self.slots)), None
     try:
+      job = cloudpickle.loads(self.job)  # imports the pipeline's modules
+      b = job.first + self.index
       while (job.stop is None or b < job.stop) and not stop.is_set():
         elements = job.batch(b)
         layout, nbytes = _layout(elements)
