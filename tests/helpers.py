@@ -54,7 +54,7 @@ def tiny_argv(workdir, data_dir, cache_dir, *extra) -> list[str]:
 
 
 def shm_objects() -> set:
-  """The names in /dev/shm (POSIX shared memory; grain's worker batches are psm_*)."""
+  """The names in /dev/shm (POSIX shared memory; the loader workers' slots are detx_*)."""
   d = Path('/dev/shm')
   return {p.name for p in d.iterdir()} if d.is_dir() else set()
 
