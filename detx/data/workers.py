@@ -18,6 +18,7 @@ dies.
 """
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import traceback
@@ -66,9 +67,12 @@ class _Worker:
         shm.close()  # the main process, which has its name, unlinks it
       self.made += 1
       name = f'detx_{self.token}_{self.index}_{slot}_{self.made}'
-      shm = self.mem[slot] = shared_memory.SharedMemory(
-          name=name, create=True, size=max(nbytes + nbytes // 8, _ALIGN))
+      shm = shared_memory.SharedMemory(name=name, create=True,
+                                       size=max(nbytes + nbytes // 8, _ALIGN))
+      _reserve(shm)
+      self.mem[slot] = shm
     return shm
+
 
   def run(self, results, free, stop) -> None:
     import cloudpickle
@@ -97,6 +101,21 @@ class _Worker:
       for shm in self.mem.values():
         shm.close()
 
+
+def _reserve(shm: shared_memory.SharedMemory) -> None:
+  """Allocates the segment's pages now: a full /dev/shm is then a clear error here (the
+  segment unlinked), not a SIGBUS when the batch is written."""
+  try:
+    os.posix_fallocate(shm._fd, 0, shm.size)  # pylint: disable=protected-access
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+      return  # a file system without fallocate: the pages come on first write
+    _release(shm)
+    from detx.errors import ConfigError
+    raise ConfigError(
+        f'/dev/shm has no room for a {shm.size / 1e6:.0f} MB loader batch ({e.strerror}): '
+        f"lower data.num_workers or the batch size, set data.image_dtype='uint8', or "
+        f'give the machine more shared memory (docker run --shm-size)') from None
 
 def _picklable(e: BaseException) -> bytes | None:
   import pickle

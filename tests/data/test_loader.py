@@ -1,12 +1,14 @@
 """Datasets and the grain machinery: splits, limits, and worker processes
 giving the same batches as in-process loading (float32 and uint8 images)."""
 import copy
+import errno
 
 import numpy as np
 import pytest
 
 from detx.config import override
 from detx.data import loader, pipelines, workers
+from detx.errors import ConfigError
 from detx.data.pipelines import YoloPipeline
 from detx.data.transforms import STD
 from detx.models import inputs
@@ -118,6 +120,26 @@ def test_worker_eval_batches_errors_and_release():
     next(it)
   assert wait_until(lambda: not live_children(), 10), live_children()
   assert_released(shm_before, timeout=10)
+
+
+def test_worker_slots_reused_grown_and_a_full_dev_shm(monkeypatch):
+  """A worker's slot is reused while a batch fits and replaced by a larger one when it
+  does not; a /dev/shm without room is one ConfigError line, its segment unlinked."""
+  w = workers._Worker(b'', 0, 1, 2, 'test')  # pylint: disable=protected-access
+  first = w.slot_for(0, 1000)
+  assert w.slot_for(0, 1100) is first and first.size >= 1100
+  bigger = w.slot_for(0, 5000)
+  assert bigger is not first and bigger.size >= 5000
+  for shm in (first, bigger):
+    workers._release(shm)  # pylint: disable=protected-access
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(workers.os, 'posix_fallocate', full)
+  with pytest.raises(ConfigError, match='/dev/shm has no room for a 1 MB loader batch'):
+    w.slot_for(1, 10 ** 6)
+  assert 1 not in w.mem and not [n for n in shm_objects() if n.startswith('detx_test_')]
 
 
 @pytest.mark.parametrize('name', ['faster_rcnn', 'mask_rcnn', 'yolov3'])
