@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import grain
-import jax
 from absl import logging
 import numpy as np
 
@@ -87,7 +85,7 @@ class Dataset:
     return self.num_images
 
   def _src(self):
-    if self._source is None:  # after unpickling (a grain worker process)
+    if self._source is None:  # after unpickling (a loader worker process)
       self._source = coco.data_source(self._make(*self._args, **self._kwargs))
     return self._source
 
@@ -217,6 +215,7 @@ def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 def _iterate(ds: grain.MapDataset, job: '_BatchJob', num_workers: int) -> 'Batches':
   """Iterates `ds` (elements are whole batches) in-process, or `job` (the same
   batches) in `num_workers` worker processes (detx.data.workers)."""
+  import grain  # pylint: disable=import-outside-toplevel
   if num_workers <= 0:
     # Keep the in-process prefetch small: an element is a whole batch.
     return Batches(iter(ds.to_iter_dataset(grain.ReadOptions(
@@ -313,6 +312,7 @@ def process_rows(batch_size: int) -> tuple[int, int]:
   Every process reads only its slice of a global batch (per-host loading);
   with one process that is the whole batch.
   """
+  import jax  # pylint: disable=import-outside-toplevel
   n, p = jax.process_count(), jax.process_index()
   if batch_size % n:
     raise ConfigError(f'train.batch_size={batch_size} does not divide over {n} processes')
@@ -337,6 +337,7 @@ def train_batches(fn: Callable[[int], dict[str, Any]], batch_size: int,
   `fn` maps a global example position (step * batch_size + row) to one
   element, so the data are the same whatever the process count; it must
   pickle (it runs in the worker processes)."""
+  import grain  # pylint: disable=import-outside-toplevel
   rows, first = process_rows(batch_size)
   ds = (grain.MapDataset.range(int(start_step) * rows, _INFINITE)
         .map(_GlobalPosition(rows, first, batch_size))
@@ -351,6 +352,7 @@ def eval_batches(fn: Callable[[int], dict[str, Any]], num_images: int,
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Batches of `fn(index)` for index 0, 1, ... up to `num_images` rounded up
   to a whole batch (`fn` returns valid=False padding beyond the last image)."""
+  import grain  # pylint: disable=import-outside-toplevel
   total = math.ceil(num_images / batch_size) * batch_size
   ds = grain.MapDataset.range(total).map(fn).batch(batch_size, batch_fn=stack)
   return _iterate(ds, _BatchJob(fn, batch_size, 0, total // batch_size), num_workers)

@@ -13,6 +13,7 @@ from detx.data.pipelines import YoloPipeline
 from detx.data.transforms import STD
 from detx.models import inputs
 from tests.data.helpers import equal, take
+from tests.data.loader_fns import Cases, Growing
 from tests.helpers import assert_released, live_children, shm_objects, wait_until
 
 
@@ -60,17 +61,6 @@ WORKER_CASES = (('yolov3', 'float32'), ('yolov3', 'uint8'), ('faster_rcnn', 'flo
                 ('ssd', 'float32'))
 
 
-class _Cases:
-  """Global position -> the elements of several pipelines' train functions, keys
-  prefixed by case (one pool of workers for all of them: a pool's start is the cost)."""
-
-  def __init__(self, fns):
-    self.fns = fns
-
-  def __call__(self, position):
-    return {f'{case}/{k}': v for case, fn in self.fns.items() for k, v in fn(position).items()}
-
-
 def test_worker_processes_match_in_process(cfg):
   """The same batches for the same seed and step in-process and in 2 worker processes
   (detx.data.workers): the YOLO, R-CNN, mask and SSD pipelines' train functions, float32
@@ -82,8 +72,8 @@ def test_worker_processes_match_in_process(cfg):
                  **(RCNN_SIZES if 'rcnn' in name else {})})
     c.data.image_size = 48  # SSD's
     fns[f'{name}/{dtype}'] = pipelines.for_config(c).train_example(loader.build(c, 'train'))
-  local = take(loader.train_batches(_Cases(fns), 4, 2, num_workers=0), 3)
-  it = loader.train_batches(_Cases(fns), 4, 2, num_workers=2)
+  local = take(loader.train_batches(Cases(fns), 4, 2, num_workers=0), 3)
+  it = loader.train_batches(Cases(fns), 4, 2, num_workers=2)
   assert isinstance(it._it, workers.WorkerPool)  # pylint: disable=protected-access
   remote = take(it, 3)
   assert len(remote) == 3 and all(equal(x, y) for x, y in zip(local, remote))
@@ -93,28 +83,15 @@ def test_worker_processes_match_in_process(cfg):
   assert 'mask_rcnn/uint8/gt_polys' in remote[0] and 'faster_rcnn/uint8/gt_polys' not in remote[0]
 
 
-class _Growing:
-  """Index -> an element that grows with its batch (batch b: (b + 1) * 5000 floats each,
-  so a worker's slots are outgrown and replaced), a ValueError at index `fail`."""
-
-  def __init__(self, fail=-1):
-    self.fail = fail
-
-  def __call__(self, i):
-    if i == self.fail:
-      raise ValueError(f'bad element {i}')
-    return {'x': np.full((i // 2 + 1) * 5000, i, np.float32), 'i': np.int64(i)}
-
-
 def test_worker_eval_batches_errors_and_release():
-  """Eval batches in 2 workers: equal to in-process and ending with the split, also when
-  batches outgrow the shared-memory slots; a worker's error reaches the caller as its
-  own exception at its batch; either way no worker process or /dev/shm object stays."""
+  """Eval batches in 2 and 3 workers: equal to in-process and ending with the split, also
+  when batches outgrow the shared-memory slots; a worker's error reaches the caller as
+  its own exception at its batch; either way no worker process or /dev/shm object stays."""
   shm_before = shm_objects()
-  local = list(loader.eval_batches(_Growing(), 10, 2, num_workers=0))
-  remote = list(loader.eval_batches(_Growing(), 10, 2, num_workers=2))
+  local = list(loader.eval_batches(Growing(), 10, 2, num_workers=0))
+  remote = list(loader.eval_batches(Growing(), 10, 2, num_workers=2))
   assert len(local) == len(remote) == 5 and all(equal(x, y) for x, y in zip(local, remote))
-  it = loader.eval_batches(_Growing(fail=8), 10, 2, num_workers=2)
+  it = loader.eval_batches(Growing(fail=8), 10, 2, num_workers=3)  # batch 4: worker 1
   assert all(equal(next(it), x) for x in local[:4])
   with pytest.raises(ValueError, match='bad element 8'):
     next(it)
