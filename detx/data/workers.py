@@ -117,6 +117,7 @@ def _reserve(shm: shared_memory.SharedMemory) -> None:
         f"lower data.num_workers or the batch size, set data.image_dtype='uint8', or "
         f'give the machine more shared memory (docker run --shm-size)') from None
 
+
 def _picklable(e: BaseException) -> bytes | None:
   import pickle
   try:
@@ -226,7 +227,10 @@ class WorkerPool:
         except (queue.Empty, OSError, ValueError):
           break
         if msg[0] == 'batch':
-          self._segment(w, msg[2], msg[3])
+          try:
+            self._segment(w, msg[2], msg[3])  # to unlink it below
+          except FileNotFoundError:
+            pass
     for shm in self._open.values():
       _release(shm)
     self._open.clear()
