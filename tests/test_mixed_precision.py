@@ -73,3 +73,54 @@ def test_bf16_keeps_state_and_losses_float32(name):
   assert losses and all(v.dtype == jnp.float32 for v in losses.values()), losses
   # The convolutions themselves run in bf16 (forward and backward).
   assert 'bfloat16' in _conv_dtypes(jaxpr), name
+
+
+# Mixed-precision convs (detx.ops.conv with a float32 input and a bf16 kernel, as
+# detx.models.layers builds them): the input gradient must come back float32 and
+# unrounded. Compared with lax's float32 conv on the same bf16-representable operands,
+# whose products are exact in float32: the two differ by summation order only.
+@pytest.mark.parametrize('hw,k,stride,padding', [
+    ((9, 8), 3, 1, ((1, 1), (1, 1))),
+    ((9, 8), 3, 2, ((1, 1), (1, 1))),    # odd size, strided: a row of x unused
+    ((7, 6), 1, 1, ((0, 0), (0, 0))),    # the CPU's matmul path
+    ((7, 6), 1, 2, ((0, 0), (0, 0))),
+    ((11, 9), 5, 2, ((2, 1), (0, 2))),   # asymmetric padding
+])
+def test_mixed_conv_input_gradient_is_float32_and_exact(hw, k, stride, padding):
+  import numpy as np
+  from jax import lax
+  from detx.ops import conv
+  rng = np.random.default_rng(k + stride)
+  bf = lambda a: jnp.asarray(a, jnp.float32).astype(jnp.bfloat16)
+  x = bf(rng.standard_normal((2,) + hw + (5,))).astype(jnp.float32)
+  w = bf(rng.standard_normal((k, k, 5, 4)))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                              dimension_numbers=dn, precision='highest')
+  mixed = lambda x, w: conv.conv_general_dilated(x, w, (stride, stride), padding,
+                                                 dimension_numbers=dn,
+                                                 preferred_element_type=jnp.float32)
+  y0, vjp0 = jax.vjp(ref, x, w.astype(jnp.float32))
+  g = bf(rng.standard_normal(y0.shape)).astype(jnp.float32)
+  y, vjp = jax.vjp(mixed, x, w)
+  (dx, dw), (dx0, dw0) = vjp(g), vjp0(g)
+  assert (y.dtype, dx.dtype, dw.dtype) == (jnp.float32, jnp.float32, jnp.bfloat16)
+  np.testing.assert_allclose(y, y0, rtol=1e-6, atol=1e-5)
+  # bf16-rounded, as before the fix, dx would differ by up to 2**-9 of its size.
+  np.testing.assert_allclose(dx, dx0, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(dw.astype(jnp.float32), dw0, rtol=2**-8, atol=1e-2)
+
+
+def test_bf16_darknet_stream_is_float32():
+  """Under bf16 the convs compute in bf16, but every ConvBN output (the residual stream,
+  the head's routes and concats) and its gradient stay float32."""
+  from detx.models.layers import ConvBN
+  x = jnp.ones((2, 8, 8, 4), jnp.float32)
+  m = ConvBN(6, 3, dtype=jnp.bfloat16)
+  v = m.init(jax.random.key(0), x, train=False)
+  jaxpr = jax.make_jaxpr(lambda v, x: jax.grad(
+      lambda x: m.apply(v, x, train=True, mutable=['batch_stats'])[0].sum())(x))(v, x)
+  assert _conv_dtypes(jaxpr) == {'bfloat16'}
+  y, _ = m.apply(v, x, train=True, mutable=['batch_stats'])
+  dx = jax.grad(lambda x: m.apply(v, x, train=True, mutable=['batch_stats'])[0].sum())(x)
+  assert (y.dtype, dx.dtype) == (jnp.float32, jnp.float32)

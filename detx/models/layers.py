@@ -27,11 +27,18 @@ def promote_keeping_bias(inputs, kernel, bias=None, dtype=None, inexact=True):
   return inputs, kernel, bias
 
 
+def promote_kernel_only(inputs, kernel, bias=None, dtype=None, inexact=True):
+  """promote_keeping_bias for detx.ops.conv: only the kernel is cast to `dtype`, and the
+  conv casts float32 inputs itself, returning their gradient in float32 (unrounded)."""
+  (kernel,) = dtypes.promote_dtype(kernel, dtype=dtype, inexact=inexact)
+  return inputs, kernel, bias
+
+
 class Conv(nn.Conv):
-  """nn.Conv with the CPU's fast kernel gradients (detx.ops.conv) and its bias added in
-  float32 (promote_keeping_bias); the output is cast to `dtype`. Same parameters, names
-  and float32 values as nn.Conv."""
-  promote_dtype: Callable = promote_keeping_bias
+  """nn.Conv with the CPU's fast kernel gradients (detx.ops.conv), its bias added in
+  float32 and float32 inputs' gradients kept float32 (promote_kernel_only); the output is
+  cast to `dtype`. Same parameters, names and float32 values as nn.Conv."""
+  promote_dtype: Callable = promote_kernel_only
   conv_general_dilated: Callable | None = conv_ops.conv_general_dilated
 
   def __call__(self, inputs):
@@ -50,7 +57,7 @@ def conv_into_norm(features, kernel, stride, padding, groups, dtype, name, **kw)
     conv = functools.partial(conv, preferred_element_type=jnp.float32)
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding,
                  feature_group_count=groups, use_bias=False, dtype=dtype, name=name,
-                 conv_general_dilated=conv, **kw)
+                 conv_general_dilated=conv, promote_dtype=promote_kernel_only, **kw)
 
 
 class Dense(nn.Dense):
@@ -71,7 +78,8 @@ ACTIVATIONS: dict[str, Callable | None] = {
 
 
 class ConvBN(nn.Module):
-  """Conv (symmetric (k-1)//2 padding, no bias) + BatchNorm + activation.
+  """Conv (symmetric (k-1)//2 padding, no bias) + BatchNorm + activation, output float32
+  (the conv computes in `dtype`).
 
   BatchNorm statistics are taken over the whole batch seen by the jitted step:
   with the batch sharded over a mesh this is Paddle's sync_bn.
@@ -92,8 +100,10 @@ class ConvBN(nn.Module):
                      use_fast_variance=False,
                      dtype=jnp.float32, name='bn')(x)
     act = ACTIVATIONS[self.act]
-    x = x if act is None else act(x)
-    return x.astype(self.dtype)
+    # float32 out in every dtype: the next conv casts to bf16 itself and returns this
+    # output's gradient float32 (detx.ops.conv), so residual adds, concats and the
+    # cotangent entering this BatchNorm's backward are never rounded to bf16.
+    return x if act is None else act(x)
 
 
 def upsample_nearest(x, factor: int = 2):

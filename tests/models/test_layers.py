@@ -60,5 +60,7 @@ def test_bf16_norm_reads_the_conv_unrounded():
         lambda p, a: w if 'kernel' in jax.tree_util.keystr(p) else a, v)
     y32, _ = make(jnp.float32).apply(v, x, train=True, mutable=['batch_stats'])
     y16, _ = make(jnp.bfloat16).apply(v, x, train=True, mutable=['batch_stats'])
-    assert y16.dtype == jnp.bfloat16
+    # ConvBN (DarkNet, the YOLO head) returns float32: its consumers' convs cast.
+    assert y16.dtype == (jnp.float32 if isinstance(make(jnp.float32), layers.ConvBN)
+                         else jnp.bfloat16)
     assert _rel(y16, y32) < 0.01
