@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from detx import sharding, train
@@ -21,14 +22,20 @@ def test_fsdp_spec_splits_the_largest_divisible_axis():
   assert sharding.fsdp_spec((3, 3, 64, 128), 1) == jax.sharding.PartitionSpec()
 
 
-def _one_step(c, batch, grad_accum):
+def _stepper(c, grad_accum):
+  """(run, initial params): run(batch) takes one step from the same initial state (a copy:
+  the step donates it) with one compiled program, so several batches share a compile."""
   mesh = sharding.make_mesh()
   module, rules = build_model(c)
   tx, lr_fn = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
   step = train.make_train_step(module, tx, lr_fn, mesh, grad_accum=grad_accum)
-  state, m = step(state, sharding.shard_batch(train.model_inputs(module, batch, True), mesh))
-  return flat_params(state.params), m
+
+  def run(batch):
+    s, m = step(jax.tree.map(jnp.copy, state),
+                sharding.shard_batch(train.model_inputs(module, batch, True), mesh))
+    return flat_params(s.params), m
+  return run, flat_params(state.params)
 
 
 def test_grad_accumulation_averages_micro_batch_gradients(tmp_path):
@@ -36,15 +43,16 @@ def test_grad_accumulation_averages_micro_batch_gradients(tmp_path):
   c.optim.weight_decay = 0.0
   c.optim.schedule.warmup_steps = 0  # lr(0) = base_lr, not the warmup's 0
   batch = next(pipelines.for_config(c).train_iterator(loader.build(c, 'train')))
-  accum, m = _one_step(c, batch, grad_accum=2)
+  run, start = _stepper(c, grad_accum=2)
+  accum, m = run(batch)
   # Micro-batch j holds rows j, j+2: the same update as averaging the two
   # gradients, i.e. as two half-lr steps from the same start (momentum starts at 0).
   c.optim.base_lr /= 2
   c.train.batch_size = 2
-  half = [_one_step(c, {k: v[j::2] for k, v in batch.items()}, 1)[0] for j in (0, 1)]
-  c.optim.base_lr = 0.0
-  start, _ = _one_step(c, {k: v[:2] for k, v in batch.items()}, 1)
+  run_half, start_half = _stepper(c, grad_accum=1)
+  half = [run_half({k: v[j::2] for k, v in batch.items()})[0] for j in (0, 1)]
   for k in accum:
+    np.testing.assert_array_equal(start_half[k], start[k], err_msg=k)  # same init
     expected = half[0][k] + half[1][k] - start[k]
     np.testing.assert_allclose(accum[k], expected, rtol=1e-4, atol=1e-5, err_msg=k)
   moved = max(np.abs(accum[k] - start[k]).max() for k in accum)
