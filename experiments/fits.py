@@ -128,7 +128,7 @@ def overfit(args, extra) -> int:
   (model, steps, seconds, final metrics, commit), the rest of the record stays. The tests
   keep their floors."""
   out = Path(args.out) if Path(args.out).is_absolute() else record.RESULTS / args.out
-  fresh = out.with_name(out.name + '.run')
+  fresh = out.with_name(f'{out.name}.{os.getpid()}.run')  # runs may overlap
   fresh.unlink(missing_ok=True)
   env = dict(os.environ, DETX_FIT_RECORD=str(fresh))
   cmd = [sys.executable, '-m', 'pytest', '-q', '-m', 'slow', '-n', '0', '-p',
