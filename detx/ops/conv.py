@@ -147,6 +147,13 @@ def depthwise_taps(x, w, strides, padding, out_dtype=None):
   return y.astype(out_dtype or w.dtype)
 
 
+def _pads(lhs, rhs, window_strides, padding):
+  """((top, bottom), (left, right)) as ints, from lax's padding argument."""
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  return tuple((int(a), int(b)) for a, b in padding)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1, precision=None,
@@ -164,10 +171,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if (jax.default_backend() == 'cpu' and batch_group_count == 1 and precision is None
       and _is_depthwise(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                         feature_group_count)):
-    if isinstance(padding, str):
-      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     return depthwise_taps(lhs, rhs, tuple(int(s) for s in window_strides),
-                          tuple((int(a), int(b)) for a, b in padding), preferred_element_type)
+                          _pads(lhs, rhs, window_strides, padding), preferred_element_type)
   plain = (batch_group_count == 1 and precision is None
            and _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                             feature_group_count))
@@ -176,8 +181,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         lhs.astype(rhs.dtype), rhs, window_strides, padding, lhs_dilation, rhs_dilation,
         dimension_numbers, feature_group_count, batch_group_count, precision,
         preferred_element_type)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  padding = tuple((int(a), int(b)) for a, b in padding)
+  padding = _pads(lhs, rhs, window_strides, padding)
   return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), padding,
                 preferred_element_type, rhs.dtype if mixed else None)
