@@ -124,3 +124,58 @@ def test_bf16_darknet_stream_is_float32():
   y, _ = m.apply(v, x, train=True, mutable=['batch_stats'])
   dx = jax.grad(lambda x: m.apply(v, x, train=True, mutable=['batch_stats'])[0].sum())(x)
   assert (y.dtype, dx.dtype) == (jnp.float32, jnp.float32)
+
+
+# detx.models.layers passes float32 input and kernel with compute_dtype=bf16: both
+# gradients come back float32 and unrounded (exact bf16 products, float32 sums), through
+# the one-conv kernel gradient (small convs, GPU and TPU) and the CPU's tap matmuls.
+@pytest.mark.parametrize('taps', [False, True])
+@pytest.mark.parametrize('hw,k,stride,padding', [
+    ((9, 8), 3, 1, ((1, 1), (1, 1))),
+    ((9, 8), 3, 2, ((1, 1), (1, 1))),
+    ((10, 9), 3, 2, ((0, 1), (1, 0))),   # a row / column no output reads
+    ((11, 9), 5, 2, ((2, 1), (0, 2))),
+])
+def test_compute_dtype_kernel_gradient_is_float32_and_exact(hw, k, stride, padding, taps,
+                                                             monkeypatch):
+  import numpy as np
+  from jax import lax
+  from detx.ops import conv
+  if taps:
+    monkeypatch.setattr(conv, 'TAPS_MIN_WORK', 0)
+  rng = np.random.default_rng(k * stride)
+  bf = lambda a: jnp.asarray(a, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32)
+  x, w = bf(rng.standard_normal((2,) + hw + (5,))), bf(rng.standard_normal((k, k, 5, 4)))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                              dimension_numbers=dn, precision='highest')
+  mixed = lambda x, w: conv.conv_general_dilated(
+      x, w, (stride, stride), padding, dimension_numbers=dn,
+      preferred_element_type=jnp.float32, compute_dtype=jnp.bfloat16)
+  y0, vjp0 = jax.vjp(ref, x, w)
+  g = bf(rng.standard_normal(y0.shape))
+  y, vjp = jax.vjp(mixed, x, w)
+  (dx, dw), (dx0, dw0) = vjp(g), vjp0(g)
+  assert (y.dtype, dx.dtype, dw.dtype) == (jnp.float32,) * 3
+  np.testing.assert_allclose(y, y0, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(dx, dx0, rtol=1e-6, atol=1e-5)
+  # bf16-rounded (before), dw differed by up to 2**-9 of its size.
+  np.testing.assert_allclose(dw, dw0, rtol=1e-6, atol=1e-5)
+
+
+def test_layers_conv_kernel_gradient_is_float32_in_bf16():
+  """layers.Conv and ConvBN in bf16: the kernel's gradient is never rounded to bf16
+  (no bf16 -> float32 convert on its way to the parameter)."""
+  from detx.models.layers import Conv, ConvBN
+  x = jnp.ones((2, 8, 8, 4), jnp.float32)
+  for m, kw in ((Conv(6, (3, 3), dtype=jnp.bfloat16), {}),
+                (ConvBN(6, 3, dtype=jnp.bfloat16), {'train': True})):
+    v = m.init(jax.random.key(0), x, **kw)
+    (kshape,) = {p.shape for p in jax.tree.leaves(v['params']) if p.ndim == 4}
+    loss = lambda p: m.apply({**v, 'params': p}, x, mutable=['batch_stats'], **kw)[0].sum()
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(v['params'])
+    assert _conv_dtypes(jaxpr) == {'bfloat16'}
+    bf16_to_f32 = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == 'convert_element_type'
+                   and e.invars[0].aval.dtype == jnp.bfloat16
+                   and e.invars[0].aval.shape == kshape]
+    assert not bf16_to_f32, bf16_to_f32

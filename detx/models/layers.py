@@ -27,23 +27,34 @@ def promote_keeping_bias(inputs, kernel, bias=None, dtype=None, inexact=True):
   return inputs, kernel, bias
 
 
-def promote_kernel_only(inputs, kernel, bias=None, dtype=None, inexact=True):
-  """promote_keeping_bias for detx.ops.conv: only the kernel is cast to `dtype`, and the
-  conv casts float32 inputs itself, returning their gradient in float32 (unrounded)."""
-  (kernel,) = dtypes.promote_dtype(kernel, dtype=dtype, inexact=inexact)
+def promote_none(inputs, kernel, bias=None, dtype=None, inexact=True):
+  """flax's promote_dtype hook for detx.ops.conv in mixed precision: nothing is cast
+  here. The conv (given compute_dtype, see mixed_conv) casts input and kernel itself and
+  returns both gradients in float32, unrounded; the bias is added in float32."""
   return inputs, kernel, bias
 
 
-class Conv(nn.Conv):
-  """nn.Conv with the CPU's fast kernel gradients (detx.ops.conv), its bias added in
-  float32 and float32 inputs' gradients kept float32 (promote_kernel_only); the output is
-  cast to `dtype`. Same parameters, names and float32 values as nn.Conv."""
-  promote_dtype: Callable = promote_kernel_only
-  conv_general_dilated: Callable | None = conv_ops.conv_general_dilated
+def mixed_conv(dtype, **kw):
+  """detx.ops.conv.conv_general_dilated computing in `dtype` (None / float32: plain)."""
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return functools.partial(conv_ops.conv_general_dilated, **kw)
+  return functools.partial(conv_ops.conv_general_dilated, compute_dtype=dtype, **kw)
+
+
+class _Conv(nn.Conv):
+  promote_dtype: Callable = promote_none
 
   def __call__(self, inputs):
     y = super().__call__(inputs)
     return y if self.dtype is None else y.astype(self.dtype)
+
+
+def Conv(*args, dtype: Dtype | None = None, **kw) -> nn.Conv:  # noqa: N802 (a layer)
+  """nn.Conv with the CPU's fast kernel gradients (detx.ops.conv), computed in `dtype`
+  with float32 gradients for its float32 input and kernel (mixed_conv), its bias added
+  in float32; the output is cast to `dtype`. Same parameters, names and float32 values
+  as nn.Conv."""
+  return _Conv(*args, dtype=dtype, conv_general_dilated=mixed_conv(dtype), **kw)
 
 
 def conv_into_norm(features, kernel, stride, padding, groups, dtype, name, **kw):
@@ -52,12 +63,11 @@ def conv_into_norm(features, kernel, stride, padding, groups, dtype, name, **kw)
   against its mean (flat image regions) became rounding noise once normalised, and bf16
   runs trained well below float32 (quickstart AP50 0.25 against 0.51, seed 0). float32:
   a plain Conv."""
-  conv = conv_ops.conv_general_dilated
-  if jnp.dtype(dtype) != jnp.float32:
-    conv = functools.partial(conv, preferred_element_type=jnp.float32)
+  f32 = jnp.dtype(dtype) == jnp.float32
+  conv = mixed_conv(dtype, **({} if f32 else {'preferred_element_type': jnp.float32}))
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding,
                  feature_group_count=groups, use_bias=False, dtype=dtype, name=name,
-                 conv_general_dilated=conv, promote_dtype=promote_kernel_only, **kw)
+                 conv_general_dilated=conv, promote_dtype=promote_none, **kw)
 
 
 class Dense(nn.Dense):

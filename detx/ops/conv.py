@@ -41,10 +41,15 @@ def _tap(xp, i, j, out_hw, strides):
                    (1, sh, sw, 1))
 
 
+def _taps_pay(x, g, w_shape):
+  kh, kw, ci, co = w_shape
+  return kh * kw == 1 or g.shape[0] * g.shape[1] * g.shape[2] * ci * co >= TAPS_MIN_WORK
+
+
 def _kernel_grad(x, g, w_shape, strides, padding):
   kh, kw, ci, co = w_shape
   n, ho, wo, _ = g.shape
-  if kh * kw > 1 and n * ho * wo * ci * co < TAPS_MIN_WORK:
+  if not _taps_pay(x, g, w_shape):
     w0 = jnp.zeros(w_shape, x.dtype)
     return jax.vjp(lambda w: _plain(x, w, strides, padding), w0)[1](g)[0]
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
@@ -67,6 +72,19 @@ def _input_grad(x, w, g, strides, padding):
   cfg = [(0, 0, 0), (0, h - ((g.shape[1] - 1) * sh + 1), sh - 1),
          (0, wd - ((g.shape[2] - 1) * sw + 1), sw - 1), (0, 0, 0)]
   return lax.pad(dx, jnp.zeros((), dx.dtype), cfg)
+
+
+def _kernel_grad_f32(x, g, w_shape, strides, padding):
+  """The kernel gradient of a plain NHWC/HWIO conv as one conv accumulated and returned
+  in float32: x's channels are its batch, the images its features, g its kernel."""
+  kh, kw = w_shape[:2]
+  pads = []
+  for n, o, k, s, (lo, hi) in zip(x.shape[1:3], g.shape[1:3], (kh, kw), strides, padding):
+    pads.append((lo, hi - (n + lo + hi - k - (o - 1) * s)))  # rows no output reads: dropped
+  dn = lax.ConvDimensionNumbers(lhs_spec=(3, 0, 1, 2), rhs_spec=(3, 0, 1, 2),
+                                out_spec=(2, 3, 0, 1))
+  return lax.conv_general_dilated(x, g, (1, 1), pads, rhs_dilation=strides,
+                                  dimension_numbers=dn, preferred_element_type=jnp.float32)
 
 
 def _input_grad_f32(x_shape, w, g, strides, padding):
@@ -107,10 +125,12 @@ def _bwd(strides, padding, out_dtype, compute_dtype, res, g):
     dx = jnp.dot(g, w[0, 0].T, preferred_element_type=jnp.float32)
   else:
     dx = _input_grad_f32(x.shape, w, g, strides, padding)
-  if compute_dtype is None or jax.default_backend() == 'cpu':
+  if compute_dtype is None:
     dw = _kernel_grad(x, g, w.shape, strides, padding)
+  elif jax.default_backend() == 'cpu' and _taps_pay(x, g, w.shape):
+    dw = _kernel_grad(x, g, w.shape, strides, padding)  # float32 matmuls
   else:
-    dw = jax.vjp(lambda w: _plain(x, w, strides, padding), w)[1](g)[0]
+    dw = _kernel_grad_f32(x, g, w.shape, strides, padding)
   return dx.astype(x_like.dtype), dw.astype(w_like.dtype)
 
 
@@ -157,7 +177,7 @@ def _pads(lhs, rhs, window_strides, padding):
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1, precision=None,
-                         preferred_element_type=None):
+                         preferred_element_type=None, compute_dtype=None):
   """`lax.conv_general_dilated`, with matmul gradients for plain 2-D convs on the CPU.
 
   Mixed precision (bf16 training; detx.models.layers passes float32 inputs with a bf16
@@ -166,21 +186,31 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   Rounded to bf16 (2**-9 of its size), it went on into the BatchNorm backward before
   it, which cancels most of a cotangent (it subtracts the per-channel mean and the
   projection on the normalised input). With this and float32 ConvBN outputs the
-  quickstart's bf16 AP50 median rose from 0.244 to 0.348 (docs/bf16.md)."""
-  mixed = lhs.dtype != rhs.dtype
+  quickstart's bf16 AP50 median rose from 0.244 to 0.348 (docs/bf16.md).
+
+  compute_dtype (what detx.models.layers passes in bf16: float32 input and kernel): both
+  are cast to it here, and for plain 2-D convs the kernel gradient too is accumulated
+  and returned in float32, not rounded to bf16 on its way to the float32 parameter."""
+  if compute_dtype is not None and jnp.dtype(compute_dtype) == rhs.dtype:
+    compute_dtype = None  # the kernel is already in it: the mixed path below
+  mixed = lhs.dtype != rhs.dtype or compute_dtype is not None
   if (jax.default_backend() == 'cpu' and batch_group_count == 1 and precision is None
       and _is_depthwise(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                         feature_group_count)):
+    if compute_dtype is not None:
+      lhs, rhs = lhs.astype(compute_dtype), rhs.astype(compute_dtype)
     return depthwise_taps(lhs, rhs, tuple(int(s) for s in window_strides),
                           _pads(lhs, rhs, window_strides, padding), preferred_element_type)
   plain = (batch_group_count == 1 and precision is None
            and _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                             feature_group_count))
   if not plain or not (mixed or jax.default_backend() == 'cpu'):
+    if compute_dtype is not None:
+      rhs = rhs.astype(compute_dtype)
     return lax.conv_general_dilated(
         lhs.astype(rhs.dtype), rhs, window_strides, padding, lhs_dilation, rhs_dilation,
         dimension_numbers, feature_group_count, batch_group_count, precision,
         preferred_element_type)
   padding = _pads(lhs, rhs, window_strides, padding)
   return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), padding,
-                preferred_element_type, rhs.dtype if mixed else None)
+                preferred_element_type, (compute_dtype or rhs.dtype) if mixed else None)
