@@ -31,13 +31,31 @@ def commit() -> str:
   return head + ('-dirty' if dirty else '')
 
 
+# CPU features that change which kernels XLA's CPU backend runs (and so the low bits
+# of its results): a training run's metrics can differ between machines.
+CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16')
+
+
+def cpu_info() -> dict:
+  """The CPU's model name and which of CPU_FEATURES it has (Linux /proc/cpuinfo)."""
+  try:
+    text = Path('/proc/cpuinfo').read_text()
+  except OSError:
+    return {}
+  info = dict(line.split(':', 1) for line in text.splitlines()[:40] if ':' in line)
+  info = {k.strip(): v.strip() for k, v in info.items()}
+  flags = set(info.get('flags', '').split())
+  return {'cpu_model': info.get('model name', ''),
+          'cpu_features': [f for f in CPU_FEATURES if f in flags]}
+
+
 def machine() -> dict:
   import jax
   dev = jax.devices()[0]
   return {'platform': dev.platform, 'device_kind': dev.device_kind,
           'devices': jax.device_count(), 'cpu_count': os.cpu_count(),
           'host': platform.node(), 'processor': platform.processor() or platform.machine(),
-          'python': platform.python_version(), 'jax': jax.__version__}
+          **cpu_info(), 'python': platform.python_version(), 'jax': jax.__version__}
 
 
 def command(argv=None) -> str:
