@@ -4,7 +4,8 @@ r"""A small YOLOv3 on the generated shapes dataset: the README's first command.
 
 Generates ~/.cache/detx/shapes_v1 on first use (no download), trains a
 narrow DarkNet-YOLOv3 at 128x128 on the CPU and evaluates COCO box AP on the
-generated val split. Expected: bbox/AP50 >= 0.6 (see README for the measured time).
+generated val split. Measured: bbox/AP50 0.586 in 8.8 min on a 2-core CPU (seed 0;
+experiments/results/quickstart_cpu.json).
 """
 from detx import config as base
 
