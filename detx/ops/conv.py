@@ -41,7 +41,8 @@ def _tap(xp, i, j, out_hw, strides):
                    (1, sh, sw, 1))
 
 
-def _taps_pay(x, g, w_shape):
+def _taps_pay(g, w_shape):
+  """Whether the kernel gradient is worth doing as tap matmuls (see TAPS_MIN_WORK)."""
   kh, kw, ci, co = w_shape
   return kh * kw == 1 or g.shape[0] * g.shape[1] * g.shape[2] * ci * co >= TAPS_MIN_WORK
 
@@ -49,7 +50,7 @@ def _taps_pay(x, g, w_shape):
 def _kernel_grad(x, g, w_shape, strides, padding):
   kh, kw, ci, co = w_shape
   n, ho, wo, _ = g.shape
-  if not _taps_pay(x, g, w_shape):
+  if not _taps_pay(g, w_shape):
     w0 = jnp.zeros(w_shape, x.dtype)
     return jax.vjp(lambda w: _plain(x, w, strides, padding), w0)[1](g)[0]
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
@@ -125,10 +126,8 @@ def _bwd(strides, padding, out_dtype, compute_dtype, res, g):
     dx = jnp.dot(g, w[0, 0].T, preferred_element_type=jnp.float32)
   else:
     dx = _input_grad_f32(x.shape, w, g, strides, padding)
-  if compute_dtype is None:
-    dw = _kernel_grad(x, g, w.shape, strides, padding)
-  elif jax.default_backend() == 'cpu' and _taps_pay(x, g, w.shape):
-    dw = _kernel_grad(x, g, w.shape, strides, padding)  # float32 matmuls
+  if compute_dtype is None or (jax.default_backend() == 'cpu' and _taps_pay(g, w.shape)):
+    dw = _kernel_grad(x, g, w.shape, strides, padding)  # mixed: float32 tap matmuls
   else:
     dw = _kernel_grad_f32(x, g, w.shape, strides, padding)
   return dx.astype(x_like.dtype), dw.astype(w_like.dtype)
