@@ -130,7 +130,7 @@ def overfit(args, extra) -> int:
   out = Path(args.out) if Path(args.out).is_absolute() else record.RESULTS / args.out
   fresh = out.with_name(f'{out.name}.{os.getpid()}.run')  # runs may overlap
   fresh.unlink(missing_ok=True)
-  env = dict(os.environ, DETX_FIT_RECORD=str(fresh))
+  env = dict(os.environ, DETX_FIT_RECORD=str(fresh), DETX_LONG_TESTS='1')  # `long` fits too
   cmd = [sys.executable, '-m', 'pytest', '-q', '-m', 'slow', '-n', '0', '-p',
          'no:cacheprovider', *FIT_TESTS, *extra]
   rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode

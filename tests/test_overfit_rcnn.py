@@ -14,6 +14,8 @@ and Mask R-CNN's bbox floor is its fit: see that test) runs
            model adapts to the statistics evaluation uses (straight after phase 1, with
            batch statistics of 4 images, AP50 was 0.44 on the same images). C4 loads
            phase 1 by Paddle name (see its test).
+The C4 and RetinaNet phase 2s are marked `long` (~8.5 and ~13 min on CI): they run
+with DETX_LONG_TESTS=1 and in `python experiments/fits.py overfit`, not in CI.
 Images at a short side of 128 (data.max_size 213); 64 RoIs sampled per image (C4: 8),
 so 16 foreground slots, each run through the Mask head's four convs. Measured here (CPU):
 phase 2 AP50 0.92 (Faster FPN), 0.91 (C4), 1.0 (Cascade), Mask R-CNN bbox 0.95 and segm
@@ -111,6 +113,7 @@ def _phase2(name, phase1, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~8.5 min on CI (f4eb560): DETX_LONG_TESTS=1 or experiments/fits.py overfit
 def test_faster_rcnn_r50_c4_overfits_8_coco_images(phase1, tmp_path):
   """faster_rcnn_r50_1x from phase 1, saved as Paddle parameter files and loaded through
   model.pretrained by Paddle name, as a zoo user loads ImageNet weights: the backbone's
@@ -164,6 +167,7 @@ def test_mask_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~13 min on CI (f4eb560): DETX_LONG_TESTS=1 or experiments/fits.py overfit
 def test_retinanet_r50_fpn_overfits_8_coco_images(phase1, tmp_path, monkeypatch):
   """retinanet_r50_fpn_1x from phase 1 (model.pretrained, matched by variable path): the
   whole ResNet50 (weights and BatchNorm statistics) and the FPN convs both models have

@@ -1,6 +1,5 @@
 """Faster / Mask / Cascade R-CNN: names, optimizer rules, losses, detection output and
 a tiny end-to-end step (detx.models.rcnn, detx.models.heads.roi_heads)."""
-import os
 
 import jax
 import jax.numpy as jnp
@@ -441,11 +440,9 @@ def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', [
-    'faster_rcnn_r50_fpn_1x',
-    # ~100 s; tests/test_overfit_rcnn.py's C4 fit of real images keeps CI near its hour.
-    pytest.param('faster_rcnn_r50_1x', marks=pytest.mark.skipif(
-        not os.environ.get('DETX_LONG_TESTS'), reason='~100 s; set DETX_LONG_TESTS=1'))])
+@pytest.mark.long  # 80 s (FPN) and ~100 s (C4) on CI; tests/test_overfit_rcnn.py's phase 1
+# and Mask R-CNN fit (asserting the FPN's bbox floor) train the FPN from scratch in CI.
+@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'faster_rcnn_r50_1x'])
 def test_faster_rcnn_overfits_two_boxes(monkeypatch, name):
   """A shallow Faster R-CNN (FPN, and C4 with its res5 RoI head) from scratch learns two
   boxes of one image."""
