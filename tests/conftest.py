@@ -28,21 +28,9 @@ if _cache:
 COCO_TINY = Path(__file__).parents[1].parent / 'shared/data/coco_tiny'
 
 
-# The slow tier's longest modules, longest first (CI seconds at f4eb560): they are
-# collected first, so that `--dist loadfile` (.ci/run's slow tier) starts them first and
-# the short modules fill the other worker.
-LONGEST_FIRST = ('tests/test_overfit_rcnn.py',   # 2611 (phase 1 and four phase 2s)
-                 'tests/test_quickstart.py',     # 316
-                 'tests/data/test_voc_fit.py',   # 281
-                 'tests/test_overfit.py',        # 256
-                 'tests/test_predict.py')        # 231
-
-
 def pytest_collection_modifyitems(config, items):
-  """Puts LONGEST_FIRST's tests first. Tests marked `long` (slow ones that do not fit
-  in CI's hour) skip unless DETX_LONG_TESTS=1; experiments/fits.py overfit sets it."""
-  rank = {m: i for i, m in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))
+  """Tests marked `long` (slow ones that do not fit in CI's hour) skip unless
+  DETX_LONG_TESTS=1; experiments/fits.py overfit sets it."""
   if os.environ.get('DETX_LONG_TESTS'):
     return
   skip = pytest.mark.skip(reason='long: set DETX_LONG_TESTS=1')

@@ -14,8 +14,9 @@ and Mask R-CNN's bbox floor is its fit: see that test) runs
            model adapts to the statistics evaluation uses (straight after phase 1, with
            batch statistics of 4 images, AP50 was 0.44 on the same images). C4 loads
            phase 1 by Paddle name (see its test).
-The C4 and RetinaNet phase 2s are marked `long` (~8.5 and ~13 min on CI): they run
-with DETX_LONG_TESTS=1 and in `python experiments/fits.py overfit`, not in CI.
+In CI only phase 1 and Mask R-CNN's phase 2 run: the C4, Cascade and RetinaNet phase 2s
+are marked `long` (~8.5, ~5.5 and ~13 min on CI) and run with DETX_LONG_TESTS=1 and in
+`python experiments/fits.py overfit`.
 Images at a short side of 128 (data.max_size 213); 64 RoIs sampled per image (C4: 8),
 so 16 foreground slots, each run through the Mask head's four convs. Measured here (CPU):
 phase 2 AP50 0.92 (Faster FPN), 0.91 (C4), 1.0 (Cascade), Mask R-CNN bbox 0.95 and segm
@@ -148,6 +149,7 @@ def test_faster_rcnn_r50_c4_overfits_8_coco_images(phase1, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~5.5 min on CI (f4eb560): DETX_LONG_TESTS=1 or experiments/fits.py overfit
 def test_cascade_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
   # Stage 1's class-agnostic bbox_pred and stages 2-3 start from init.
   result = _phase2('cascade_rcnn_r50_fpn_1x', phase1, tmp_path)
