@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     return
   skip = pytest.mark.skip(reason='long: set DETX_LONG_TESTS=1')
   for item in items:
-    if 'long' in item.keywords:
+    if item.get_closest_marker('long'):
       item.add_marker(skip)
 
 

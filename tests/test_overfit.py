@@ -1,4 +1,4 @@
-"""Slow tier: the full pipeline fits real data (YOLOv3-DarkNet53 on 8 coco_tiny images)."""
+"""Slow tier, `long`: the full pipeline fits real data (YOLOv3-DarkNet53 on 8 coco_tiny images)."""
 import json
 import os
 

@@ -52,11 +52,12 @@ def test_readme_quickstart_reduced_steps(f32_run):
   steps = [p.name for p in (tmp / 'f32' / 'checkpoints').iterdir() if p.name.isdigit()]
   assert str(STEPS) in steps
   evals = [m for m in rows if 'bbox/AP50' in m]
-  # AP50 after 800 steps is chaotic: the same commit and seed read 0.509 on one CPU and
-  # 0.145 on another (AVX512-BF16), seeds 1 and 2 0.24-0.44 (quickstart_bf16_cpu.json
-  # and its 55edd8b predecessor); 400 steps read 0.046 (seed 0, the AVX512-BF16 CPU). So the floor
-  # is 0.1, with the loss: its mean at steps 750 and 800 under 0.75x its mean at 50 and
-  # 100 (0.63 / 0.46 / 0.47 for seeds 0 / 1 / 2 in that record's float32 runs).
+  # AP50 after 800 steps is chaotic: seed 0 read 0.509 on one CPU (6793456,
+  # quickstart_bf16_55edd8b_cpu.json) and 0.145 on an AVX512-BF16 one (3032714,
+  # quickstart_bf16_cpu.json; CI read 0.145 too at f4eb560), seeds 1 and 2 0.24-0.44 in
+  # those records. So the floor is 0.1, with the loss: its mean at steps 750 and 800
+  # under 0.75x its mean at 50 and 100 (0.63 / 0.46 / 0.47 for seeds 0 / 1 / 2 in the
+  # metrics.jsonl of quickstart_bf16_cpu.json's float32 runs).
   assert evals and evals[-1]['bbox/AP50'] > 0.1, evals
   loss = {m['step']: m['train/loss'] for m in rows if 'train/loss' in m}
   assert loss[750] + loss[800] < 0.75 * (loss[50] + loss[100]), loss
