@@ -440,8 +440,9 @@ def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
 
 
 @pytest.mark.slow
-@pytest.mark.long  # 80 s (FPN) on CI, ~100 s (C4, not run in CI before either); tests/test_overfit_rcnn.py's phase 1
-# and Mask R-CNN fit (asserting the FPN's bbox floor) train the FPN from scratch in CI.
+# 80 s (FPN) on CI, ~100 s (C4, not run in CI before either). In CI, tests/test_overfit_rcnn.py's
+# phase 1 and Mask R-CNN fit (asserting the FPN's bbox floor) train the FPN from scratch.
+@pytest.mark.long
 @pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn_1x', 'faster_rcnn_r50_1x'])
 def test_faster_rcnn_overfits_two_boxes(monkeypatch, name):
   """A shallow Faster R-CNN (FPN, and C4 with its res5 RoI head) from scratch learns two
