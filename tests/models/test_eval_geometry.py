@@ -40,8 +40,9 @@ def _model(name, geometry, monkeypatch):
 
 
 def _variables(module):
-  return _variables_of(module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                   method=type(module).init_params))
+  return _compiled(lambda x: _variables_of(module.init(jax.random.key(0), x,
+                                                       method=type(module).init_params)),
+                   jnp.zeros((1, 64, 64, 3)))
 
 
 def _variables_of(v):
@@ -63,13 +64,24 @@ def _batch():
           'orig_size': jnp.asarray(HW, jnp.int32) * 2}
 
 
+# One compiled program per input shape at XLA's cheapest CPU settings: run op by op, the
+# R-CNN forward compiled each op for each shape (~90 s a case).
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def _compiled(f, *args):
+  return jax.jit(f).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
+
+
 def _run(module, variables, batch):
   """Detections and the maps the RPN reads ({level: [B, H, W, C]}) and its outputs."""
-  dets, state = module.apply(variables, batch, False, capture_intermediates=True,
-                             mutable=['intermediates'])
-  inter = state['intermediates']
-  maps = inter['neck' if module.fpn else 'backbone']['__call__'][0]
-  return dets, maps, inter['rpn']['__call__'][0]
+  def run(v, b):
+    dets, state = module.apply(v, b, False, capture_intermediates=True,
+                               mutable=['intermediates'])
+    inter = state['intermediates']
+    maps = inter['neck' if module.fpn else 'backbone']['__call__'][0]
+    return dets, maps, inter['rpn']['__call__'][0]
+  return _compiled(run, variables, batch)
 
 
 def _paddle_input(batch, i, pad):
@@ -133,8 +145,9 @@ def test_bucketed_forward_equals_paddle_input_on_the_extent(monkeypatch, name, p
   dets, maps, rpn = _run(module, variables, batch)
   differs = []
   bucket = _model(name, 'bucket', monkeypatch)
-  bucket_maps = bucket.apply(variables, batch['image'], False,
-                             method=lambda m, x, t: m.features(x, t))
+  bucket_maps = _compiled(lambda v, x: bucket.apply(v, x, False,
+                                                    method=lambda m, x, t: m.features(x, t)),
+                          variables, batch['image'])
   for i in range(len(HW)):
     ref_dets, ref_maps, ref_rpn = _run(module, variables, _paddle_input(batch, i, pad))
     for lvl, ref in ref_maps.items():
