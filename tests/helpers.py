@@ -1,5 +1,6 @@
 """Small configs and data shared by the training tests, the tiny quickstart's command
-line, and checks that a run left no loader workers or shared memory behind."""
+line, checks that a run left no loader workers or shared memory behind, and `compiled`,
+one program per call at XLA's cheapest CPU settings."""
 import os
 import time
 from pathlib import Path
@@ -8,6 +9,17 @@ import numpy as np
 
 from detx import config as cfg
 from detx.data import synthetic
+
+
+# Tests run small inputs once: XLA's cheapest CPU compile. Run op by op instead, a model
+# compiles each op for each shape, which took several times longer.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def compiled(f, *args):
+  """f(*args), jitted and compiled with FAST_COMPILE."""
+  import jax
+  return jax.jit(f).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
 
 
 def tiny_config(tmp_path, steps=6, sizes=(64,), **overrides):

@@ -22,6 +22,7 @@ from detx.models.backbones import resnet
 from detx.models.base import build_model
 from detx.models.heads.retina import RetinaHead
 from detx.models.necks.fpn import FPN
+from tests.helpers import compiled
 
 SHALLOW = {50: (1, 1, 1, 1)}
 BUCKET = (96, 128)
@@ -40,7 +41,7 @@ def _model(name, geometry, monkeypatch):
 
 
 def _variables(module):
-  return _compiled(lambda x: _variables_of(module.init(jax.random.key(0), x,
+  return compiled(lambda x: _variables_of(module.init(jax.random.key(0), x,
                                                        method=type(module).init_params)),
                    jnp.zeros((1, 64, 64, 3)))
 
@@ -64,15 +65,6 @@ def _batch():
           'orig_size': jnp.asarray(HW, jnp.int32) * 2}
 
 
-# One compiled program per input shape at XLA's cheapest CPU settings: run op by op, the
-# R-CNN forward compiled each op for each shape (~90 s a case).
-FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-
-
-def _compiled(f, *args):
-  return jax.jit(f).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
-
-
 def _run(module, variables, batch):
   """Detections and the maps the RPN reads ({level: [B, H, W, C]}) and its outputs."""
   def run(v, b):
@@ -81,7 +73,7 @@ def _run(module, variables, batch):
     inter = state['intermediates']
     maps = inter['neck' if module.fpn else 'backbone']['__call__'][0]
     return dets, maps, inter['rpn']['__call__'][0]
-  return _compiled(run, variables, batch)
+  return compiled(run, variables, batch)
 
 
 def _paddle_input(batch, i, pad):
@@ -119,13 +111,17 @@ def test_masked_modules_equal_the_unpadded_run_on_the_extent(hw=((13, 21), (22, 
   image = np.zeros((2, 40, 48, 3), np.float32)
   for i, (h, w) in enumerate(hw):
     image[i, :h, :w] = rng.normal(size=(h, w, 3))
-  variables = _variables_of(module.init(jax.random.key(0), jnp.asarray(image)))
-  with extent.active(jnp.asarray(hw), image.shape[1:3]):
-    outs, head = module.apply(variables, jnp.asarray(image))
-  plain_outs = module.apply(variables, jnp.asarray(image))[0]
+  variables = compiled(lambda x: _variables_of(module.init(jax.random.key(0), x)),
+                       jnp.asarray(image))
+
+  def masked(v, x):
+    with extent.active(jnp.asarray(hw), image.shape[1:3]):
+      return module.apply(v, x)
+  outs, head = compiled(masked, variables, jnp.asarray(image))
+  plain_outs = compiled(module.apply, variables, jnp.asarray(image))[0]
   differs = []
   for i, (h, w) in enumerate(hw):
-    ref_outs, ref_head = module.apply(variables, jnp.asarray(image[i:i + 1, :h, :w]))
+    ref_outs, ref_head = compiled(module.apply, variables, jnp.asarray(image[i:i + 1, :h, :w]))
     for lvl, ref in ref_outs.items():
       rh, rw = ref.shape[1:3]
       np.testing.assert_allclose(outs[lvl][i, :rh, :rw], ref[0], rtol=1e-5, atol=1e-5)
@@ -145,7 +141,7 @@ def test_bucketed_forward_equals_paddle_input_on_the_extent(monkeypatch, name, p
   dets, maps, rpn = _run(module, variables, batch)
   differs = []
   bucket = _model(name, 'bucket', monkeypatch)
-  bucket_maps = _compiled(lambda v, x: bucket.apply(v, x, False,
+  bucket_maps = compiled(lambda v, x: bucket.apply(v, x, False,
                                                     method=lambda m, x, t: m.features(x, t)),
                           variables, batch['image'])
   for i in range(len(HW)):

@@ -13,6 +13,7 @@ from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.models.heads import roi_heads
 from detx.weights import paddle as pw
+from tests.helpers import compiled
 
 SHALLOW = {50: (1, 1, 1, 1), 101: (1, 1, 2, 1)}
 
@@ -375,7 +376,8 @@ def test_cascade_eval_clips_to_paddle_box_clip_of_padded_im_info(monkeypatch):
   c.model.nms.update(score_threshold=0.0, max_candidates=-1)  # the zoo's uncapped NMS
   module, _ = build_model(c)
   batch = _batch()
-  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
+                       batch['image'][:1])
   # Stage 3 widens the boxes (foreground dw, dh = 150 at variance 2 / 30) past the image:
   # they reach the clip bounds.
   bias = np.zeros(8, np.float32)
@@ -402,7 +404,8 @@ def test_c4_eval_runs_box_head_one_image_at_a_time(monkeypatch):
     monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
   module, _ = build_model(_config('faster_rcnn_r50_1x'))
   batch = _batch()
-  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
+                       batch['image'][:1])
   # Non-trivial heads: a zero-initialised bbox_pred would hide a mix-up of images.
   p = variables['params']['bbox_head']
   p['bbox_pred']['kernel'] = 0.05 * jax.random.normal(jax.random.key(3), p['bbox_pred']['kernel'].shape)
@@ -428,10 +431,12 @@ def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
   c.model.backbone.update(norm='bn', freeze_norm=freeze_norm)
   module, _ = build_model(c)
   batch = _batch()
-  variables = module.init(jax.random.key(0), batch['image'][:1], method=type(module).init_params)
+  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
+                       batch['image'][:1])
   train_b = {k: batch[k] for k in module.TRAIN_KEYS}
-  losses, updated = module.apply(variables, train_b, train=True, rngs={'sample': jax.random.key(1)},
-                                 mutable=['batch_stats'])
+  losses, updated = compiled(lambda v, b: module.apply(v, b, train=True, mutable=['batch_stats'],
+                                                       rngs={'sample': jax.random.key(1)}),
+                             variables, train_b)
   assert np.isfinite(float(losses['loss']))
   before = variables['batch_stats']['bbox_head']['res5']['res5a']['res5a_branch2a']['bn5a_branch2a']
   after = updated['batch_stats']['bbox_head']['res5']['res5a']['res5a_branch2a']['bn5a_branch2a']

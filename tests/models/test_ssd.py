@@ -8,6 +8,7 @@ import numpy as np
 from detx import config as cfg
 from detx.models.base import build_model
 from detx.optim import make_optimizer
+from tests.helpers import compiled
 
 
 def _config(scale=0.25):
@@ -86,8 +87,6 @@ def test_tiny_ssd_loss_and_detections():
   c.model.num_classes = 3
   module, _ = build_model(c)
   batch = _batch(64)
-  fast = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-  compiled = lambda f, *a: jax.jit(f).lower(*a).compile(compiler_options=fast)(*a)
   init = lambda k: module.init(k, batch['image'], method=type(module).init_params)
   variables = compiled(init, jax.random.key(0))
   losses, _ = compiled(lambda v: module.apply(v, batch, train=True, mutable=['batch_stats']),

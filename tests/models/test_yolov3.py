@@ -7,6 +7,7 @@ from detx import config as cfg
 from detx.models import yolov3
 from detx.models.base import build_model
 from detx.models.backbones.darknet import DarkNet
+from tests.helpers import compiled
 
 
 def test_darknet53_feature_shapes_and_param_count():
@@ -50,11 +51,12 @@ def test_yolov3_losses_and_detect_shapes():
       'box_mask': jnp.arange(n)[None].repeat(b, 0) < 2,
       'orig_size': jnp.array([[100, 200], [50, 60]], jnp.int32),
   }
-  variables = module.init(jax.random.key(0), batch, train=False)
-  losses, _ = module.apply(variables, batch, train=True, mutable=['batch_stats'])
+  variables = compiled(lambda k: module.init(k, batch, train=False), jax.random.key(0))
+  losses, _ = compiled(lambda v: module.apply(v, batch, train=True, mutable=['batch_stats']),
+                       variables)
   assert np.isfinite(float(losses['loss']))
   assert set(losses) == {'loss', 'loss_level0', 'loss_level1', 'loss_level2'}
-  dets = module.apply(variables, batch, train=False)
+  dets = compiled(lambda v: module.apply(v, batch, train=False), variables)
   k = c.model.nms.keep_top_k
   assert dets['boxes'].shape == (b, k, 4) and dets['valid'].shape == (b, k)
   mask = rules.decay_mask(variables['params'])
@@ -83,7 +85,8 @@ def test_remat_gives_the_same_loss_and_gradients():
   for remat in (False, True):
     c.model.remat = remat
     module, _ = build_model(c)
-    variables = module.init(jax.random.key(0), {**batch, 'orig_size': jnp.full((b, 2), 64)}, train=False)
+    variables = compiled(lambda b_: module.init(jax.random.key(0), b_, train=False),
+                         {**batch, 'orig_size': jnp.full((b, 2), 64)})
     def loss(p):
       l, _ = module.apply({**variables, 'params': p}, batch, train=True, mutable=['batch_stats'])
       return l['loss']
