@@ -5,7 +5,7 @@ retinanet_r50_fpn_1x fit 8 real COCO images.
 No ImageNet weights can be fetched here, and a random-init ResNet50 does not train with
 the zoo's frozen affine norms. So, shared by the tests (module fixture):
   phase 1  Faster R-CNN R50-FPN, every stage trained, BatchNorm on batch statistics,
-           gradient clipping, 300 steps of 4 images;
+           gradient clipping, 300 steps of 4 images at a short side of 96;
 then a test (C4, Cascade, Mask, RetinaNet; Faster R-CNN R50-FPN is phase 1's config,
 and Mask R-CNN's bbox floor is its fit: see that test) runs
   phase 2  its config from phase 1 (model.pretrained; new heads start from init) with
@@ -17,13 +17,14 @@ and Mask R-CNN's bbox floor is its fit: see that test) runs
 In CI only phase 1 and Mask R-CNN's phase 2 run: the C4, Cascade and RetinaNet phase 2s
 are marked `long` (~8.5, ~5.5 and ~13 min on CI) and run with DETX_LONG_TESTS=1 and in
 `python experiments/fits.py overfit`.
-Images at a short side of 128 (data.max_size 213); 64 RoIs sampled per image (C4: 8),
-so 16 foreground slots, each run through the Mask head's four convs. Measured here (CPU):
-phase 2 AP50 0.92 (Faster FPN), 0.91 (C4), 1.0 (Cascade), Mask R-CNN bbox 0.95 and segm
-0.88-0.89. Phase 1 takes ~8 minutes, phase 2 ~3 (Faster FPN), ~7 (C4), ~5.5 (Cascade) and
-~5.5 (Mask).
+Phase 2 images at a short side of 128 (data.max_size 213), phase 1's at 96 (160: ~8 min
+at 128, ~5.5 at 96); 64 RoIs sampled per image (C4: 8), so 16 foreground slots, each run
+through the Mask head's four convs. Phase 2 figures: experiments/results/overfit_cpu.json.
+With phase 1 at 128 (that record before this change), phase 2 read AP50 0.91 (C4),
+1.0 (Cascade), Mask R-CNN bbox 0.95 and segm 0.88-0.89.
 The issue asks ~320, about five times the compute (over an hour and a half here for the
-four): DETX_RCNN_FIT_MAX_SIZE=533, not in CI. Measured there: Faster FPN AP50 1.0 (AP
+four): DETX_RCNN_FIT_MAX_SIZE=533 DETX_RCNN_FIT_PHASE1_MAX_SIZE=533, not in CI. Measured
+there (phase 1 at 533 too, before it had its own size): Faster FPN AP50 1.0 (AP
 0.88), Cascade 1.0 (AP 0.85), Mask R-CNN bbox 0.95 / segm 0.95, C4 0.90 (AP 0.71;
 0.92 with 16 RoIs) (phase 1 35 min, phase 2 11, 14, 14 and 13).
 """
