@@ -50,7 +50,9 @@ PHASE1 = os.environ.get('DETX_RCNN_FIT_PHASE1', '')
 # current machine, each slower to fit: 300 steps with the decays at 260 / 285, 0.62
 # (676 s); the backbone frozen through res5 and decays at 200 / 267, 0.64; batch 2, 0.18;
 # 200 steps at lr 0.02, 0.20. The head's convs on P3-P7 are ~3/4 of a step's FLOPs, so
-# a step costs ~1.7 s here whatever the backbone does.
+# a step costs ~1.7 s here whatever the backbone does (these from phase 1 at a short side
+# of 128). From phase 1 at 96, at data.max_size 128 (one 128x128
+# bucket: half the head's work), 400 steps read 0.69.
 RETINA_STEPS, RETINA_MILESTONES = 400, (267, 356)
 
 
