@@ -24,6 +24,7 @@ from detx.models.base import build_model
 from detx.models.backbones import resnet
 from detx.train import make_optimizer
 from detx.weights import paddle as pw
+from tests.helpers import FAST_COMPILE
 
 CONFIGS = sorted(p.stem for p in cfg.CONFIG_DIR.glob('*.py'))
 ZOO_MD = Path(__file__).parents[1].parent / 'shared/reference/ZOO.md'
@@ -31,7 +32,6 @@ RCNN = ('faster_rcnn', 'mask_rcnn', 'cascade_rcnn')
 RCNN_PIPELINE = RCNN + ('retinanet',)  # models fed by the R-CNN data pipeline
 # Init and eval steps run little compute: XLA's cheapest CPU compile. The train step's
 # backward pass is heavier (the C4 res5 head): keep the backend optimisations for it.
-FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 TRAIN_COMPILE = {'xla_llvm_disable_expensive_passes': True}
 STANDARD_KEYS = ('data.dir', 'data.train_split', 'data.train_limit', 'data.max_size',
                  'eval.split', 'eval.limit', 'train.steps', 'train.batch_size', 'train.stop_at',
