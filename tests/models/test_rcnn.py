@@ -18,6 +18,12 @@ from tests.helpers import compiled
 SHALLOW = {50: (1, 1, 1, 1), 101: (1, 1, 2, 1)}
 
 
+def _init(module, image):
+  """The model's variables (key 0), as one compiled program."""
+  return compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
+                  image)
+
+
 def _config(name, **overrides):
   c = cfg.load(name)
   c.data.max_size = 128
@@ -376,8 +382,7 @@ def test_cascade_eval_clips_to_paddle_box_clip_of_padded_im_info(monkeypatch):
   c.model.nms.update(score_threshold=0.0, max_candidates=-1)  # the zoo's uncapped NMS
   module, _ = build_model(c)
   batch = _batch()
-  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
-                       batch['image'][:1])
+  variables = _init(module, batch['image'][:1])
   # Stage 3 widens the boxes (foreground dw, dh = 150 at variance 2 / 30) past the image:
   # they reach the clip bounds.
   bias = np.zeros(8, np.float32)
@@ -404,8 +409,7 @@ def test_c4_eval_runs_box_head_one_image_at_a_time(monkeypatch):
     monkeypatch.setitem(resnet.BLOCKS, depth, blocks)
   module, _ = build_model(_config('faster_rcnn_r50_1x'))
   batch = _batch()
-  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
-                       batch['image'][:1])
+  variables = _init(module, batch['image'][:1])
   # Non-trivial heads: a zero-initialised bbox_pred would hide a mix-up of images.
   p = variables['params']['bbox_head']
   p['bbox_pred']['kernel'] = 0.05 * jax.random.normal(jax.random.key(3), p['bbox_pred']['kernel'].shape)
@@ -431,8 +435,7 @@ def test_c4_head_res5_batch_norm_follows_train(monkeypatch, freeze_norm):
   c.model.backbone.update(norm='bn', freeze_norm=freeze_norm)
   module, _ = build_model(c)
   batch = _batch()
-  variables = compiled(lambda x: module.init(jax.random.key(0), x, method=type(module).init_params),
-                       batch['image'][:1])
+  variables = _init(module, batch['image'][:1])
   train_b = {k: batch[k] for k in module.TRAIN_KEYS}
   losses, updated = compiled(lambda v, b: module.apply(v, b, train=True, mutable=['batch_stats'],
                                                        rngs={'sample': jax.random.key(1)}),
