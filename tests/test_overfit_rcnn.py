@@ -10,12 +10,12 @@ then a test (C4, Cascade, Mask, RetinaNet; Faster R-CNN R50-FPN is phase 1's con
 and Mask R-CNN's bbox floor is its fit: see that test) runs
   phase 2  its config from phase 1 (model.pretrained; new heads start from init) with
            those norms frozen at their running statistics, 60 steps (C4: 300, RetinaNet:
-           RETINA_STEPS), so the
+           RETINA_STEPS at a short side of 77), so the
            model adapts to the statistics evaluation uses (straight after phase 1, with
            batch statistics of 4 images, AP50 was 0.44 on the same images). C4 loads
            phase 1 by Paddle name (see its test).
-In CI only phase 1 and Mask R-CNN's phase 2 run: the C4, Cascade and RetinaNet phase 2s
-are marked `long` (~8.5, ~5.5 and ~13 min on CI) and run with DETX_LONG_TESTS=1 and in
+In CI phase 1 and the Mask R-CNN and RetinaNet phase 2s run: the C4 and Cascade phase 2s
+are marked `long` (~8.5 and ~5.5 min on CI) and run with DETX_LONG_TESTS=1 and in
 `python experiments/fits.py overfit`.
 Phase 2 images at a short side of 128 (data.max_size 213), phase 1's at 96 (160: ~8 min
 at 128, ~5.5 at 96); 64 RoIs sampled per image (C4: 8), so 16 foreground slots, each run
@@ -45,15 +45,17 @@ MAX_SIZE = int(os.environ.get('DETX_RCNN_FIT_MAX_SIZE', '213'))
 # CPU, and Mask R-CNN's phase 2 (at MAX_SIZE) read bbox / segm AP50 0.97 / 0.82 from it.
 PHASE1_MAX_SIZE = int(os.environ.get('DETX_RCNN_FIT_PHASE1_MAX_SIZE', '160'))
 PHASE1 = os.environ.get('DETX_RCNN_FIT_PHASE1', '')
-# 400 steps (lr x0.1 at 267 and 356) with eval every 100 read AP50 0.35 / 0.44 / 0.87 /
-# 0.90 (634 s, session 11's machine); 200 steps read 0.57. Tried on this project's
-# current machine, each slower to fit: 300 steps with the decays at 260 / 285, 0.62
-# (676 s); the backbone frozen through res5 and decays at 200 / 267, 0.64; batch 2, 0.18;
-# 200 steps at lr 0.02, 0.20. The head's convs on P3-P7 are ~3/4 of a step's FLOPs, so
-# a step costs ~1.7 s here whatever the backbone does (these from phase 1 at a short side
-# of 128). From phase 1 at 96, at data.max_size 128 (one 128x128
-# bucket: half the head's work), 400 steps read 0.69.
-RETINA_STEPS, RETINA_MILESTONES = 400, (267, 356)
+# RetinaNet at data.max_size 128 (one 128x128 bucket: the head's convs on P3-P7, ~3/4 of a
+# step, on ~0.6 of the positions) with the anchors scaled as the image (0.6 = 128 / 213),
+# so the objects (16-115 px here) keep the levels and anchors they had at 213 with the
+# zoo's sizes; at anchor_scale 1 the bottle (16x24 px, the only medium object) was never
+# found (APm 0) and 400 steps read 0.69. Measured from phase 1 at 96, eval every 100 steps: with decays at 267 / 356, AP50
+# 0.30 / 0.42 / 0.84 / 0.87 (400 steps, 447 s); 300 steps with decays at 220 / 265, 0.73.
+# The lr's decay does most of it: ~270 steps at lr 0.01 come first. At data.max_size 213
+# with zoo anchors: 400 steps 0.91 (890 s), 300 steps 0.62, 200 steps 0.57 (lr 0.02: 0.20;
+# batch 2: 0.18); RMSProp, lr 2e-4, 160 steps: 0.18.
+RETINA_STEPS, RETINA_MILESTONES = 300, (267, 290)
+RETINA_MAX_SIZE, RETINA_ANCHOR_SCALE = 128, 0.6  # DETX_RCNN_FIT_MAX_SIZE leaves these
 
 
 def _config(name, data, cache, steps, max_size=MAX_SIZE, **overrides):
@@ -175,7 +177,6 @@ def test_mask_rcnn_r50_fpn_overfits_8_coco_images(phase1, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.long  # ~13 min on CI (f4eb560): DETX_LONG_TESTS=1 or experiments/fits.py overfit
 def test_retinanet_r50_fpn_overfits_8_coco_images(phase1, tmp_path, monkeypatch):
   """retinanet_r50_fpn_1x from phase 1 (model.pretrained, matched by variable path): the
   whole ResNet50 (weights and BatchNorm statistics) and the FPN convs both models have
@@ -184,9 +185,9 @@ def test_retinanet_r50_fpn_overfits_8_coco_images(phase1, tmp_path, monkeypatch)
   Backbone frozen through res4 (res5 trains: P6 / P7 read C5), norms at their running
   statistics.
 
-  Anchors at the zoo's sizes (model.anchor_scale 1: 32-813 px on P3-P7), not scaled with
-  the image (x0.16 here): scaled, the objects (26-213 px at this size) fall to P5-P7,
-  4x8, 2x4 and 1x2 cells on a 128x256 input, and 100 steps read AP50 0.15."""
+  Images at data.max_size 128 (RETINA_MAX_SIZE), anchors x0.6 (19-488 px on P3-P7), not
+  scaled with the image as build() would (x0.096 here): scaled so, the objects (16-115 px)
+  fall to P5-P7, 4x4, 2x2 and 1x1 cells, and at 213 (x0.16) 100 steps read AP50 0.15."""
   from detx.weights import pretrained
   data, root = phase1
   seen = {}
@@ -198,9 +199,9 @@ def test_retinanet_r50_fpn_overfits_8_coco_images(phase1, tmp_path, monkeypatch)
     return new, loaded, missing, mismatched
 
   monkeypatch.setattr(pretrained, '_from_checkpoint', spy)
-  c = _config('retinanet_r50_fpn_1x', data, root / 'tfds', RETINA_STEPS, **{
+  c = _config('retinanet_r50_fpn_1x', data, root / 'tfds', RETINA_STEPS, RETINA_MAX_SIZE, **{
       'model.backbone.freeze_norm': True, 'model.backbone.freeze_at': 4,
-      'model.pretrained': str(root / 'phase1'), 'model.anchor_scale': 1.0,
+      'model.pretrained': str(root / 'phase1'), 'model.anchor_scale': RETINA_ANCHOR_SCALE,
       'optim.base_lr': 0.01, 'optim.schedule.warmup_steps': 10,
       'optim.schedule.milestones': RETINA_MILESTONES})
   result = train.train_and_evaluate(c, str(tmp_path / 'retinanet_r50_fpn_1x'))
