@@ -40,6 +40,7 @@ def default() -> ml_collections.ConfigDict:
   c.data = dict(
       name='coco', dir='', train_split='train', train_limit=0, max_size=0,
       max_boxes=50, num_workers=2, train_sizes=(608,), mixup_epochs=0,
+      size_group=0,  # YOLOv3: images per drawn train size (Paddle: 8); 0 = the batch
       augment='full', cache_dir='', shuffle=True, bad_boxes='error',
       exif='ignore', bad_images='error', empty_images='keep',
       image_dtype='float32',  # 'uint8': the model normalises (detx.models.inputs)

@@ -80,14 +80,19 @@ def state_sharding(state):
 
 
 def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
-                    shardings=None, grad_accum: int = 1):
-  """The jitted step. Models that sample (R-CNN targets) get the PRNG stream
-  'sample', a pure function of (seed, step), so resumed runs draw the same samples.
-  A non-finite loss or gradient leaves the state unchanged and is counted.
-  `inject_nan_steps` (config train.inject_nan_steps) poisons the loss at those
-  1-based steps: a test hook for the fault path. `shardings` is the state's
-  (state_sharding(state)); `grad_accum` > 1 averages the gradients of that many
-  micro-batches (BatchNorm statistics are then per micro-batch)."""
+                    shardings=None, grad_accum: int = 1, groups: int = 1):
+  """The jitted step: step(state, batch) -> (state, metrics). Models that sample
+  (R-CNN targets) get the PRNG stream 'sample', a pure function of (seed, step), so
+  resumed runs draw the same samples. A non-finite loss or gradient leaves the state
+  unchanged and is counted. `inject_nan_steps` (config train.inject_nan_steps) poisons
+  the loss at those 1-based steps: a test hook for the fault path. `shardings` is the
+  state's (state_sharding(state)); `grad_accum` > 1 averages the gradients of that many
+  micro-batches (BatchNorm statistics are then per micro-batch).
+
+  `groups` > 1 (data.size_group): step(state, [batch per group]) where each group's
+  batch may have its own shape; the groups run one after the other as micro-steps (one
+  compiled gradient program per shape, gradients summed on device), then one update
+  with their mean, as grad_accum does."""
   poisoned = jnp.asarray(tuple(inject_nan_steps) or (-1,), jnp.int32)
 
   def grads_of(params, batch_stats, batch, key):
@@ -99,8 +104,11 @@ def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
     (_, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return losses, batch_stats, grads
 
+  def step_key(step):
+    return jax.random.fold_in(jax.random.key(seed), step)
+
   def step_fn(state: TrainState, batch):
-    key = jax.random.fold_in(jax.random.key(seed), state.step)
+    key = step_key(state.step)
     if grad_accum == 1:
       losses, batch_stats, grads = grads_of(state.params, state.batch_stats, batch, key)
     else:
@@ -120,6 +128,9 @@ def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
           body, (state.batch_stats, zeros), (jnp.arange(grad_accum), micro))
       grads = jax.tree.map(lambda g: g / grad_accum, grads)
       losses = jax.tree.map(jnp.mean, losses)
+    return apply_fn(state, losses, batch_stats, grads)
+
+  def apply_fn(state: TrainState, losses, batch_stats, grads):
     poison = jnp.where(jnp.any(poisoned == state.step + 1), jnp.nan, 0.0)
     loss = losses['loss'] + poison
     lr = lr_fn(state.step)
@@ -143,8 +154,36 @@ def make_train_step(module, tx, lr_fn, mesh, seed: int = 0, inject_nan_steps=(),
 
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   shardings = repl if shardings is None else shardings
-  return jax.jit(step_fn, in_shardings=(shardings, data), out_shardings=(shardings, repl),
-                 donate_argnums=0)
+  if groups == 1:
+    return jax.jit(step_fn, in_shardings=(shardings, data), out_shardings=(shardings, repl),
+                   donate_argnums=0)
+  params_s = repl if shardings is repl else shardings.params
+  stats_s = repl if shardings is repl else shardings.batch_stats
+
+  def group_fn(params, batch_stats, grads, batch, step, j):
+    losses, batch_stats, g = grads_of(params, batch_stats, batch,
+                                      jax.random.fold_in(step_key(step), j))
+    return losses, batch_stats, jax.tree.map(jnp.add, grads, g)
+
+  def finish_fn(state: TrainState, group_losses, batch_stats, grads):
+    losses = jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *group_losses)
+    return apply_fn(state, losses, batch_stats, jax.tree.map(lambda g: g / groups, grads))
+
+  group_step = jax.jit(group_fn, in_shardings=(params_s, stats_s, params_s, data, repl, repl),
+                       out_shardings=(repl, stats_s, params_s), donate_argnums=2)
+  finish = jax.jit(finish_fn, out_shardings=(shardings, repl), donate_argnums=0)
+  zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=params_s)
+
+  def grouped_step(state: TrainState, batches):
+    if len(batches) != groups:
+      raise ValueError(f'{len(batches)} group batches for a step of {groups}')
+    grads, batch_stats, group_losses = zeros(state.params), state.batch_stats, []
+    for j, batch in enumerate(batches):
+      losses, batch_stats, grads = group_step(state.params, batch_stats, grads, batch,
+                                              state.step, j)
+      group_losses.append(losses)
+    return finish(state, group_losses, batch_stats, grads)
+  return grouped_step
 
 
 class _StopFlag:
@@ -265,9 +304,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if note:
     print(f'detx: note: {note}', flush=True)
   writer = metrics.MetricWriter(workdir)
+  pipeline = pipelines.for_config(config)
+  groups = pipeline.groups_per_step  # data.size_group: a train size per group of images
   train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
                                config.train.inject_nan_steps, state_sharding(state),
-                               config.train.grad_accum)
+                               config.train.grad_accum, groups)
   eval_step = evaluation.make_eval_step(module, mesh) if do_eval else None
   result, step, batch_iter = {}, start, None
   # Throughput and ETA are measured from the end of this run's first step: that step
@@ -275,11 +316,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t_log = None
   try:  # whatever is raised, the loader's workers stop and pending checkpoint saves finish
     with _StopFlag() as stop:
-      batch_iter = pipelines.for_config(config).train_iterator(dataset, start_step=start)
+      batch_iter = pipeline.train_iterator(dataset, start_step=start)
       t_start = time.time()
       for step in range(start + 1, end + 1):
-        batch = next(batch_iter)
-        state, m = train_step(state, sharding.shard_batch(model_inputs(module, batch, True), mesh))
+        parts = [sharding.shard_batch(model_inputs(module, next(batch_iter), True), mesh)
+                 for _ in range(groups)]
+        state, m = train_step(state, parts if groups > 1 else parts[0])
         if t_log is None:
           jax.block_until_ready(m)
           t_log, timed_from, first_step_s = time.time(), step, time.time() - t_start

@@ -22,18 +22,20 @@ def test_fsdp_spec_splits_the_largest_divisible_axis():
   assert sharding.fsdp_spec((3, 3, 64, 128), 1) == jax.sharding.PartitionSpec()
 
 
-def _stepper(c, grad_accum):
+def _stepper(c, grad_accum, groups=1):
   """(run, initial params): run(batch) takes one step from the same initial state (a copy:
-  the step donates it) with one compiled program, so several batches share a compile."""
+  the step donates it) with one compiled program, so several batches share a compile.
+  With groups > 1, batch is a list of group batches (data.size_group)."""
   mesh = sharding.make_mesh()
   module, rules = build_model(c)
   tx, lr_fn = train.make_optimizer(c, rules)
   state = train.init_state(c, module, tx, mesh)
-  step = train.make_train_step(module, tx, lr_fn, mesh, grad_accum=grad_accum)
+  step = train.make_train_step(module, tx, lr_fn, mesh, grad_accum=grad_accum, groups=groups)
 
   def run(batch):
+    put = lambda b: sharding.shard_batch(train.model_inputs(module, b, True), mesh)
     s, m = step(jax.tree.map(jnp.copy, state),
-                sharding.shard_batch(train.model_inputs(module, batch, True), mesh))
+                [put(b) for b in batch] if groups > 1 else put(batch))
     return flat_params(s.params), m
   return run, flat_params(state.params)
 
@@ -58,6 +60,15 @@ def test_grad_accumulation_averages_micro_batch_gradients(tmp_path):
   moved = max(np.abs(accum[k] - start[k]).max() for k in accum)
   assert moved > 1e-3  # the step really changed the parameters
   assert np.isfinite(float(m['train/loss']))
+  # data.size_group's step, its two groups being those micro-batches: the same update.
+  # (Groups may differ in shape; these two do not, so grad_accum can run them.)
+  c.optim.base_lr *= 2
+  c.train.batch_size = 4
+  run_groups, _ = _stepper(c, grad_accum=1, groups=2)
+  grouped, mg = run_groups([{k: v[j::2] for k, v in batch.items()} for j in (0, 1)])
+  for k in accum:
+    np.testing.assert_allclose(grouped[k], accum[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  np.testing.assert_allclose(float(mg['train/loss']), float(m['train/loss']), rtol=1e-6)
 
 
 _FSDP_SCRIPT = r'''

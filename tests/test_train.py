@@ -44,6 +44,23 @@ def test_train_writes_workdir_and_resumes_exactly(tmp_path):
   assert all({'train/loss', 'train/lr', 'jit/compiles'} <= set(r) for r in rows)
 
 
+def test_size_groups_train_one_program_per_size(tmp_path):
+  """data.size_group 2 of a batch of 4: two group batches per step, at their own sizes
+  (both sizes among the first step's groups here), one gradient program per size."""
+  from detx.data import loader, pipelines
+  c = tiny_config(tmp_path, steps=3, sizes=(64, 96), **{'data.size_group': 2})
+  it = pipelines.for_config(c).train_iterator(loader.build(c, 'train'))
+  first = [next(it)['image'].shape[1] for _ in range(2)]
+  it.close()
+  assert sorted(first) == [64, 96], first
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(c, str(workdir), do_eval=False)
+  rows = [r for r in metrics.read_metrics(workdir) if 'train/loss' in r]
+  assert [r['step'] for r in rows] == [1, 2, 3]
+  assert all(np.isfinite(r['train/loss']) for r in rows)
+  assert rows[-1]['jit/compiles'] == rows[0]['jit/compiles']  # both sizes seen at step 1
+
+
 def test_no_new_compiles_after_warmup(tmp_path):
   c = tiny_config(tmp_path, steps=8, sizes=(64, 96))
   workdir = tmp_path / 'run'

@@ -41,6 +41,7 @@ class Pipeline(abc.ABC):
   train.batch_size and eval.batch_size (read once, at construction)."""
 
   name = ''
+  draws_sizes = False  # a train size per step (data.train_sizes), or per data.size_group
 
   def __init__(self, config):
     data = config.data
@@ -54,6 +55,10 @@ class Pipeline(abc.ABC):
     # 'uint8': batches carry resized RGB, the model normalises (detx.models.inputs);
     # a quarter of the bytes through the worker processes' shared memory.
     self.image_dtype = check_image_dtype(data.get('image_dtype', 'float32'))
+    if int(data.get('size_group', 0)) and not self.draws_sizes:
+      from detx.errors import ConfigError
+      raise ConfigError(f'data.size_group: the {self.name} pipeline draws no train sizes '
+                        '(YOLOv3 only); set it to 0')
 
   # -- what a pipeline defines ------------------------------------------------
 
@@ -90,15 +95,25 @@ class Pipeline(abc.ABC):
 
   # -- shared -----------------------------------------------------------------
 
+  @property
+  def group_size(self) -> int:
+    """Images per loader batch: the train batch, or one size group of it
+    (YoloPipeline, data.size_group)."""
+    return self.train_batch_size
+
+  @property
+  def groups_per_step(self) -> int:
+    return self.train_batch_size // self.group_size
+
   def train_iterator(self, dataset, start_step: int = 0
                      ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite iterator of (this process's rows of) the global train batches
-    from `start_step` on; a pure function of (seed, step)."""
+    from `start_step` on; a pure function of (seed, step). With size groups,
+    each step's batch comes as `groups_per_step` consecutive group batches."""
     if dataset.num_images == 0:
       raise ValueError(f'{dataset} has no images')
-    return loader.train_batches(self.train_example(dataset),
-                                self.train_batch_size, start_step,
-                                self.num_workers)
+    return loader.train_batches(self.train_example(dataset), self.group_size,
+                                start_step * self.groups_per_step, self.num_workers)
 
   def eval_iterator(self, dataset, batch_size: int | None = None
                     ) -> Iterator[dict[str, np.ndarray]]:

@@ -17,7 +17,11 @@ data.train_sizes, scaled by data.max_size) by (seed, step). With full
 augmentation each image is resized to the largest train size (Paddle's 608)
 with a random interpolation, then nearest-neighbour to S (RandomShape).
 Paddle drew S per device batch of 8; one jitted program needs one shape on
-every device, so S is drawn once per global batch. Mixup pairs each
+every device, so S is drawn once per global batch, or, with data.size_group
+G, once per G consecutive rows (group g of step t is loader batch
+t * B / G + g, its size drawn from (seed, that index)); the train step then
+runs the groups as accumulated micro-steps, one program per size
+(detx.train.make_train_step, groups). Mixup pairs each
 image with a random other one during the first data.mixup_epochs epochs. Eval
 resizes to the square eval.size (aspect not kept).
 """
@@ -91,11 +95,26 @@ class EvalExample:
                           self.image_dtype)
 
 
+def check_size_group(config) -> int:
+  """data.size_group, refused (ConfigError) unless 0 or a divisor of train.batch_size
+  with train.grad_accum 1."""
+  from detx.errors import ConfigError
+  g, batch = int(config.data.get('size_group', 0)), int(config.train.batch_size)
+  if g and (g < 0 or batch % g):
+    raise ConfigError(f'data.size_group={g} must divide train.batch_size={batch} (0: one '
+                      'size per batch)')
+  if g and g != batch and int(config.train.grad_accum) > 1:
+    raise ConfigError(f'data.size_group={g} and train.grad_accum='
+                      f'{config.train.grad_accum}: use one of them')
+  return 0 if g == batch else g
+
+
 class YoloPipeline(Pipeline):
   """data.train_sizes, data.max_size, data.mixup_epochs and eval.size, with
   the shared keys of :class:`Pipeline`."""
 
   name = 'yolo'
+  draws_sizes = True
 
   def __init__(self, config):
     super().__init__(config)
@@ -103,10 +122,15 @@ class YoloPipeline(Pipeline):
     self.train_sizes = T.scale_sizes(list(data.train_sizes), data.max_size)
     self.eval_size = T.scale_sizes([int(config.eval.size)], data.max_size)[0]
     self.mixup_epochs = int(data.mixup_epochs)
+    self.size_group = check_size_group(config)
+
+  @property
+  def group_size(self) -> int:
+    return self.size_group or self.train_batch_size
 
   def train_example(self, dataset) -> TrainExample:
     return TrainExample(
-        dataset, seed=self.seed, batch_size=self.train_batch_size,
+        dataset, seed=self.seed, batch_size=self.group_size,
         sizes=self.train_sizes, mixup_epochs=self.mixup_epochs,
         augment=self.augment, shuffle=self.shuffle, max_boxes=self.max_boxes,
         image_dtype=self.image_dtype)

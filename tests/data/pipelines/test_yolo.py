@@ -175,3 +175,43 @@ def test_eval_batch_of_user_images_is_the_eval_transform(cfg):
   assert pad.keys() == KEYS.keys() and pad['image'].shape == (96, 96, 3)
   with pytest.raises(ValueError, match='do not fit'):
     pipeline.eval_batch([ds[0]['image']] * 2, batch_size=1)
+
+
+def test_size_groups_draw_a_size_per_group_of_the_same_examples(cfg):
+  """data.size_group 2 of a batch of 4: each step comes as two group batches, each at
+  its own drawn size, holding the step's rows (same records, crops, flips) in order."""
+  ds = loader.build(cfg, 'train')
+  whole = take(YoloPipeline(cfg).train_iterator(ds), 6)
+  cfg.data.size_group = 2
+  pipe = YoloPipeline(cfg)
+  assert (pipe.group_size, pipe.groups_per_step) == (2, 2)
+  groups = take(pipe.train_iterator(ds), 12)
+  for step, batch in enumerate(whole):
+    a, b = groups[2 * step:2 * step + 2]
+    for k in ('image_id', 'boxes', 'classes', 'box_mask', 'scores', 'orig_size'):
+      np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), batch[k], err_msg=k)
+    assert a['image'].shape[0] == b['image'].shape[0] == 2
+  sizes = [g['image'].shape[1] for g in groups]
+  assert set(sizes) <= {64, 96, 128}
+  assert any(sizes[i] != sizes[i + 1] for i in range(0, 12, 2))  # a step of two sizes
+  resumed = take(pipe.train_iterator(ds, start_step=3), 6)
+  assert all(equal(x, y) for x, y in zip(groups[6:], resumed))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'data.size_group': 3}, 'data.size_group=3 must divide train.batch_size=4'),
+    ({'data.size_group': 2, 'train.grad_accum': 2}, 'use one of them'),
+    ({'data.size_group': 2, 'model.name': 'faster_rcnn'}, 'draws no train sizes'),
+])
+def test_bad_size_group_is_refused(cfg, overrides, message):
+  from detx import config as config_lib
+  from detx.data import pipelines
+  from detx.errors import ConfigError
+  c = config_lib.override(cfg, overrides)
+  with pytest.raises(ConfigError, match=message):
+    pipelines.for_config(c)
+
+
+def test_size_group_of_the_whole_batch_is_one_size_per_step(cfg):
+  cfg.data.size_group = 4
+  assert YoloPipeline(cfg).groups_per_step == 1
