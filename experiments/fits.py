@@ -4,6 +4,9 @@ r"""Training runs whose results the README quotes, each saved as a record (exper
   # final checkpoint evaluated again with bfloat16 inference:
   python experiments/fits.py quickstart --seeds=0,1,2 --dtypes=float32,bfloat16 \
       --steps=800 --workdir=/tmp/fits --out=quickstart_bf16_cpu.json
+  # One train size per batch against one per group of 8 images (data.size_group):
+  python experiments/fits.py quickstart --seeds=0,1,2 --dtypes=float32 --steps=800 \
+      --size_groups=0,8 --workdir=/tmp/fits_groups --out=quickstart_size_group_cpu.json
   # The README's first command as it is (1500 steps, one seed):
   python experiments/fits.py quickstart --seeds=0 --dtypes=float32 --steps=1500 \
       --workdir=/tmp/fits_full --out=quickstart_cpu.json
@@ -40,13 +43,16 @@ def _final(workdir: Path) -> dict:
   losses = [r['train/loss'] for r in rows if 'train/loss' in r]
   if not evals:
     return {}
+  speeds = [r['train/img_per_s'] for r in rows if 'train/img_per_s' in r]
   return {'bbox/AP': evals[-1]['bbox/AP'], 'bbox/AP50': evals[-1]['bbox/AP50'],
           'step': evals[-1]['step'], 'first_loss': losses[0] if losses else None,
-          'last_loss': losses[-1] if losses else None}
+          'last_loss': losses[-1] if losses else None,
+          'img_per_s': statistics.median(speeds) if speeds else None}
 
 
-def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int) -> dict:
-  out = workdir / f'{dtype}_seed{seed}'
+def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int, size_group: int = 0
+                   ) -> dict:
+  out = workdir / (f'{dtype}_seed{seed}' + (f'_group{size_group}' if size_group else ''))
   done, info = _final(out), out / 'run_info.json'
   if done.get('step') == steps:  # finished earlier: its time and the commit it ran at
     return dict(done, **(json.loads(info.read_text()) if info.exists() else {}))
@@ -54,6 +60,8 @@ def run_quickstart(workdir: Path, seed: int, dtype: str, steps: int) -> dict:
          f'--workdir={out}', f'--config.seed={seed}', f'--config.model.dtype={dtype}',
          f'--config.train.steps={steps}', f'--config.data.dir={workdir / "shapes"}',
          f'--config.data.cache_dir={workdir / "tfds"}']
+  if size_group:
+    cmd.append(f'--config.data.size_group={size_group}')
   t0 = time.time()
   r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   seconds = time.time() - t0
@@ -85,15 +93,19 @@ def quickstart(args) -> dict:
   workdir = Path(args.workdir)
   seeds = [int(s) for s in args.seeds.split(',')]
   dtypes = args.dtypes.split(',')
+  groups = [int(g) for g in args.size_groups.split(',')]
+  if len(groups) > 1:
+    return compare_size_groups(workdir, seeds, dtypes, groups, args.steps)
   runs = []
   for seed in seeds:
     for dtype in dtypes:
-      row = dict(seed=seed, dtype=dtype, **run_quickstart(workdir, seed, dtype, args.steps))
+      row = dict(seed=seed, dtype=dtype,
+                 **run_quickstart(workdir, seed, dtype, args.steps, groups[0]))
       if dtype == 'float32' and 'bfloat16' in dtypes:
         row['bf16_inference'] = eval_with_dtype(workdir / f'{dtype}_seed{seed}', 'bfloat16')
       print(json.dumps(row), flush=True)
       runs.append(row)
-  values = {'steps': args.steps, 'runs': runs, 'median': {}}
+  values = {'steps': args.steps, 'size_group': groups[0], 'runs': runs, 'median': {}}
   for dtype in dtypes:
     ap50 = [r['bbox/AP50'] for r in runs if r['dtype'] == dtype]
     values['median'][dtype] = {'bbox/AP50': statistics.median(ap50),
@@ -143,6 +155,29 @@ def overfit(args, extra) -> int:
   return rc
 
 
+def compare_size_groups(workdir: Path, seeds, dtypes, groups, steps: int) -> dict:
+  """The quickstart per seed with each data.size_group (0: one train size per batch);
+  runs interleaved by seed, so a drift of the machine's speed falls on both. Medians per
+  group of AP50, AP, wall seconds and train img/s, and each group's over the first's."""
+  runs = []
+  for seed in seeds:
+    for g in groups:
+      row = dict(seed=seed, dtype=dtypes[0], size_group=g,
+                 **run_quickstart(workdir, seed, dtypes[0], steps, g))
+      print(json.dumps(row), flush=True)
+      runs.append(row)
+  median = {}
+  for g in groups:
+    mine = [r for r in runs if r['size_group'] == g]
+    median[str(g)] = {k: statistics.median([r[k] for r in mine])
+                      for k in ('bbox/AP50', 'bbox/AP', 'seconds', 'img_per_s')}
+  first = median[str(groups[0])]
+  ratios = {str(g): {k: m[k] / max(first[k], 1e-9) for k in ('bbox/AP50', 'img_per_s')}
+            for g, m in ((g, median[str(g)]) for g in groups[1:])}
+  return {'steps': steps, 'size_groups': groups, 'runs': runs, 'median': median,
+          'over_first_group': ratios}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   sub = p.add_subparsers(dest='what', required=True)
@@ -150,6 +185,8 @@ def main(argv=None):
   q.add_argument('--seeds', default='0,1,2')
   q.add_argument('--dtypes', default='float32,bfloat16')
   q.add_argument('--steps', type=int, default=800)
+  q.add_argument('--size_groups', default='0',
+                 help='data.size_group values; several: compared per seed (first dtype)')
   q.add_argument('--workdir', default='/tmp/detx_fits')
   q.add_argument('--out', default='', help='record file (a bare name: experiments/results/)')
   o = sub.add_parser('overfit', help='the slow tier fits, recorded')
