@@ -97,7 +97,7 @@ class EvalExample:
 
 def check_size_group(config) -> int:
   """data.size_group, refused (ConfigError) unless 0 or a divisor of train.batch_size
-  with train.grad_accum 1."""
+  that divides over the devices, with train.grad_accum 1."""
   from detx.errors import ConfigError
   g, batch = int(config.data.get('size_group', 0)), int(config.train.batch_size)
   if g and (g < 0 or batch % g):
@@ -106,6 +106,10 @@ def check_size_group(config) -> int:
   if g and g != batch and int(config.train.grad_accum) > 1:
     raise ConfigError(f'data.size_group={g} and train.grad_accum='
                       f'{config.train.grad_accum}: use one of them')
+  import jax  # pylint: disable=import-outside-toplevel
+  if g and g % jax.device_count():
+    raise ConfigError(f'data.size_group={g} does not divide over the {jax.device_count()} '
+                      'devices: each group is one micro-step on all of them')
   return 0 if g == batch else g
 
 

@@ -215,3 +215,12 @@ def test_bad_size_group_is_refused(cfg, overrides, message):
 def test_size_group_of_the_whole_batch_is_one_size_per_step(cfg):
   cfg.data.size_group = 4
   assert YoloPipeline(cfg).groups_per_step == 1
+
+
+def test_size_group_must_divide_over_the_devices(cfg, monkeypatch):
+  import jax
+  from detx.errors import ConfigError
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  cfg.data.size_group = 2
+  with pytest.raises(ConfigError, match='data.size_group=2 does not divide over the 4 devices'):
+    YoloPipeline(cfg)
