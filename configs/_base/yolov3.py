@@ -36,9 +36,11 @@ def get_config(dataset='coco'):
 
   c.data.max_boxes = 50
   # Multi-scale as Paddle's: random interpolation to 608, then nearest to a size drawn
-  # from these, one size per global batch (Paddle: per device batch of 8; README
-  # "YOLOv3 input sizes"). eval.sizes=(608, 416, 320) gives the zoo's three columns.
+  # from these, one per 8 images as Paddle drew one per device batch of 8 (the groups
+  # run as micro-steps; README "YOLOv3 input sizes"). eval.sizes=(608, 416, 320) gives
+  # the zoo's three columns.
   c.data.train_sizes = tuple(range(320, 609, 32))
+  c.data.size_group = 8
   c.data.mixup_epochs = 250
   c.data.num_workers = 8
   c.eval.size = 608

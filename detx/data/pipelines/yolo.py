@@ -96,10 +96,13 @@ class EvalExample:
 
 
 def check_size_group(config) -> int:
-  """data.size_group, refused (ConfigError) unless 0 or a divisor of train.batch_size
-  that divides over the devices, with train.grad_accum 1."""
+  """data.size_group as used (0: one size per batch, also when it is the batch size or
+  more), refused (ConfigError) unless a divisor of train.batch_size that divides over
+  the devices, with train.grad_accum 1."""
   from detx.errors import ConfigError
   g, batch = int(config.data.get('size_group', 0)), int(config.train.batch_size)
+  if g >= batch:  # a batch of G or fewer images draws one size
+    return 0
   if g and (g < 0 or batch % g):
     raise ConfigError(f'data.size_group={g} must divide train.batch_size={batch} (0: one '
                       'size per batch)')
@@ -110,7 +113,7 @@ def check_size_group(config) -> int:
   if g and g % jax.device_count():
     raise ConfigError(f'data.size_group={g} does not divide over the {jax.device_count()} '
                       'devices: each group is one micro-step on all of them')
-  return 0 if g == batch else g
+  return g
 
 
 class YoloPipeline(Pipeline):

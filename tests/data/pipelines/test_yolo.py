@@ -212,8 +212,9 @@ def test_bad_size_group_is_refused(cfg, overrides, message):
     pipelines.for_config(c)
 
 
-def test_size_group_of_the_whole_batch_is_one_size_per_step(cfg):
-  cfg.data.size_group = 4
+@pytest.mark.parametrize('group', [4, 8])
+def test_size_group_of_the_whole_batch_or_more_is_one_size_per_step(cfg, group):
+  cfg.data.size_group = group  # the batch is 4
   assert YoloPipeline(cfg).groups_per_step == 1
 
 
