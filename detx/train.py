@@ -273,6 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir_changes = wd.check_config(config, workdir)
   mesh = sharding.make_mesh()
   module, rules = build_model(config)
+  pipeline = pipelines.for_config(config)  # refuses a bad data.size_group
+  groups = pipeline.groups_per_step  # data.size_group: a train size per group of images
   tx, lr_fn = make_optimizer(config, rules)
   dataset = loader.build(config, config.data.train_split)
   note = loader.check_num_classes(config, dataset)
@@ -304,8 +306,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if note:
     print(f'detx: note: {note}', flush=True)
   writer = metrics.MetricWriter(workdir)
-  pipeline = pipelines.for_config(config)
-  groups = pipeline.groups_per_step  # data.size_group: a train size per group of images
   train_step = make_train_step(module, tx, lr_fn, mesh, config.seed,
                                config.train.inject_nan_steps, state_sharding(state),
                                config.train.grad_accum, groups)

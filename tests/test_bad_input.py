@@ -157,6 +157,13 @@ PARSE_MISTAKES = {
 }
 
 
+def test_bad_size_group_is_refused_before_the_workdir(shapes_dir, tmp_cache, tmp_path, capsys):
+  line = _refused(capsys, tiny_argv(tmp_path / 'run', shapes_dir, tmp_cache,
+                                    '--config.data.size_group=3'))
+  assert 'data.size_group=3 must divide train.batch_size=4' in line, line
+  assert not (tmp_path / 'run').exists()
+
+
 @pytest.mark.parametrize('name', PARSE_MISTAKES)
 def test_command_line_mistakes_are_one_line(name, tmp_path, capsys, monkeypatch):
   """Parse-time mistakes and a missing checkpoint: refused before the model is built."""
