@@ -101,16 +101,16 @@ def check_size_group(config) -> int:
   the devices, with train.grad_accum 1."""
   from detx.errors import ConfigError
   g, batch = int(config.data.get('size_group', 0)), int(config.train.batch_size)
-  if g >= batch:  # a batch of G or fewer images draws one size
+  if g == 0 or g >= batch:  # a batch of G or fewer images draws one size
     return 0
-  if g and (g < 0 or batch % g):
+  if g < 0 or batch % g:
     raise ConfigError(f'data.size_group={g} must divide train.batch_size={batch} (0: one '
                       'size per batch)')
-  if g and g != batch and int(config.train.grad_accum) > 1:
+  if int(config.train.grad_accum) > 1:
     raise ConfigError(f'data.size_group={g} and train.grad_accum='
                       f'{config.train.grad_accum}: use one of them')
   import jax  # pylint: disable=import-outside-toplevel
-  if g and g % jax.device_count():
+  if g % jax.device_count():
     raise ConfigError(f'data.size_group={g} does not divide over the {jax.device_count()} '
                       'devices: each group is one micro-step on all of them')
   return g
